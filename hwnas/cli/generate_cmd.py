@@ -1,0 +1,50 @@
+"""`hwnas generate`: data and a latency budget in, a checked ONNX model and a report out."""
+
+from __future__ import annotations
+
+import argparse
+
+from hwnas.cli.common import add_force_flag, add_json_flag, emit
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "generate",
+        help="the whole pipeline: profile (or --table), train (or reuse), search, export; writes model.onnx and report.md",
+        description="Give a latency budget; get the most accurate subnet the search finds under it, as a checked ONNX "
+        "model with a report. Without --table this machine is profiled (1 thread, CPUExecutionProvider) and the table "
+        "is cached; the supernet is trained once per space, data and config and cached under $XDG_CACHE_HOME/hwnas.",
+    )
+    p.add_argument("--budget-ms", required=True, type=float, metavar="X", help="latency budget in milliseconds (median, batch 1)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder: model.onnx, report.md, best.json, pareto.json, pareto.png")
+    p.add_argument("--data", default="digits", metavar="DATA", help="digits (default), an ImageFolder root or a CIFAR-10 python folder")
+    p.add_argument("--space", default="mbv3-tiny", metavar="SPACE", help="preset name or space file (default mbv3-tiny)")
+    p.add_argument("--table", metavar="TABLE", help="latency table of the target (default: profile this machine, cached)")
+    p.add_argument("--epochs-scale", type=float, default=1.0, metavar="F", help="multiply the supernet's training epochs (default 1)")
+    p.add_argument("--device", help="torch device for training (default: cuda if available, else cpu)")
+    add_force_flag(p)
+    add_json_flag(p)
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from hwnas.pipeline import generate
+
+    r = generate(args.budget_ms, args.out, data=args.data, space=args.space, table=args.table, force=args.force,
+                 epochs_scale=args.epochs_scale, device=args.device, progress=True)
+    emit(args, r, human(r))
+    return 0
+
+
+def human(r: dict) -> str:
+    lines = [
+        f"wrote {r['onnx']} and {r['report']}",
+        f"  budget        {r['budget_ms']:g} ms: measured {r['measured_latency_ms']:.3f} ms, predicted {r['predicted_latency_ms']:.3f} ms"
+        + ("" if r["within_budget"] else "  (OVER BUDGET, see report)"),
+        f"  accuracy      {r['val_acc']:.4f} on the validation images (ONNX Runtime)",
+        f"  subnet        {r['space']} @ {r['subnet']['resolution']}, {r['macs'] / 1e6:.2f}M MACs, {r['params'] / 1e6:.3f}M params",
+        f"  caches        table {r['cache']['table']}, supernet {r['cache']['supernet']}",
+        "  seconds       " + ", ".join(f"{k} {v:.1f}" for k, v in r["stage_seconds"].items()) + f"; total {r['seconds']:.1f}",
+    ]
+    lines += [f"  warning: {w}" for w in r.get("warnings", [])]
+    return "\n".join(lines)

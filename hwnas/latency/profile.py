@@ -1,0 +1,442 @@
+"""Profiling: measure every distinct piece of a space (here, or on a device via a bundle), fit the
+calibration on whole subnets, write a TABLE; measure whole subnets; validate a table."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from hwnas.cache import digest
+from hwnas.errors import UserError
+from hwnas.fileio import format_validation_error, read_structured, write_json
+from hwnas.latency.pieces import (
+    all_pieces, compose, export_piece, input_shape, net_keys, piece_overrides, sample_subnets, structure_key,
+)
+from hwnas.latency.predictor import LatencyPredictor, fit_calibration
+from hwnas.latency.table import (
+    CalibrationPoint, EntryStats, Fingerprint, LatencyTable, now_iso, space_digest,
+)
+from hwnas.runtime import LatencyStats, MeasureProtocol, check_target, ortbench
+from hwnas.space import Space, Subnet, build_plan
+
+CALIBRATION_SEED = 1_000_003  # calibration subnets; `latency validate` draws others and excludes these
+DEFAULT_CALIBRATION_SUBNETS = 40
+CAL_PREFIX = "net:"
+
+
+def _log(msg: str, enabled: bool) -> None:
+    if enabled:
+        import sys
+
+        print(msg, file=sys.stderr, flush=True)
+
+
+def check_resolutions(space: Space, resolutions: list[int] | None) -> list[int]:
+    if not resolutions:
+        return list(space.resolutions)
+    bad = [r for r in resolutions if r not in space.resolutions]
+    if bad:
+        raise UserError(f"--resolutions: {bad} not in space '{space.name}' resolutions {space.resolutions}")
+    return sorted(set(int(r) for r in resolutions))
+
+
+def _calibration_inputs(shape: tuple[int, ...], n: int = 4, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(shape).astype(np.float32) for _ in range(n)]
+
+
+def _quantize(model: bytes, shape: tuple[int, ...]) -> bytes:
+    from hwnas.runtime import quantize_static_qdq_bytes
+
+    return quantize_static_qdq_bytes(model, _calibration_inputs(shape))
+
+
+@dataclass
+class ProfilePlan:
+    """Everything to measure for one table: piece graphs (one per structure) and calibration nets."""
+
+    space: Space
+    resolutions: list[int]
+    int8: bool
+    graphs: dict[str, bytes] = field(default_factory=dict)  # graph file name -> ONNX bytes
+    entries: list[dict[str, Any]] = field(default_factory=list)  # key, graph, shape, dim_overrides
+    calibration: list[dict[str, Any]] = field(default_factory=list)  # + subnet
+
+    def jobs(self, where: Path | None = None) -> list[dict[str, Any]]:
+        return [
+            {"key": e["key"], "model": str(where / e["file"]) if where else self.graphs[e["file"]], "shape": e["shape"],
+             "dim_overrides": e["dim_overrides"]}
+            for e in self.entries + self.calibration
+        ]
+
+
+def make_plan(
+    space: Space, resolutions: list[int], *, int8: bool = False, calibration_subnets: int = DEFAULT_CALIBRATION_SUBNETS, progress: bool = True
+) -> ProfilePlan:
+    """Export each distinct piece structure once, and compose the calibration subnets from them."""
+    pieces = all_pieces(space, resolutions)
+    structs: dict[str, Any] = {}
+    for key, p in pieces.items():
+        structs.setdefault(structure_key(p), p)
+    plan = ProfilePlan(space, resolutions, int8)
+    names: dict[str, str] = {}
+    bar = ortbench.Progress(len(structs), "exporting" + (" + quantising" if int8 else ""), enabled=progress)
+    for i, (skey, p) in enumerate(structs.items()):
+        data = export_piece(p)
+        if int8:
+            data = _quantize(data, input_shape(p))
+        name = f"pieces/{i:04d}.onnx"
+        plan.graphs[name] = data
+        names[skey] = name
+        bar.update()
+    for key, p in pieces.items():
+        plan.entries.append({"key": key, "file": names[structure_key(p)], "shape": list(input_shape(p)), "dim_overrides": piece_overrides(p)})
+    # calibration: whole subnets built from the same piece graphs (float, then quantised as a whole)
+    float_graphs = plan.graphs if not int8 else {}
+    subs = sample_subnets(space, calibration_subnets, CALIBRATION_SEED, resolutions)
+    for j, sub in enumerate(subs):
+        netplan = build_plan(space, sub)
+        parts_plans = [netplan.stem, *netplan.blocks, netplan.head]
+        parts = []
+        for p in parts_plans:
+            name = names[structure_key(p)]
+            if int8:
+                if name not in float_graphs:
+                    float_graphs[name] = export_piece(p)
+                parts.append(float_graphs[name])
+            else:
+                parts.append(plan.graphs[name])
+        net = compose(parts, space.in_channels, sub.resolution, space.num_classes)
+        shape = [1, space.in_channels, sub.resolution, sub.resolution]
+        if int8:
+            net = _quantize(net, tuple(shape))
+        name = f"nets/{j:03d}.onnx"
+        plan.graphs[name] = net
+        plan.calibration.append({"key": f"{CAL_PREFIX}{j}", "file": name, "shape": shape, "dim_overrides": {}, "subnet": sub.model_dump()})
+    return plan
+
+
+def build_table(
+    space: Space,
+    resolutions: list[int],
+    int8: bool,
+    fingerprint: dict[str, Any],
+    protocol: MeasureProtocol,
+    results: dict[str, dict[str, Any]],
+    calibration: list[dict[str, Any]],
+    *,
+    source: str,
+    seconds: float,
+    created: str | None = None,
+    where: str = "results",
+) -> LatencyTable:
+    """Entries + calibration fitted on whole subnets -> a validated LatencyTable."""
+    pieces = all_pieces(space, resolutions)
+    entries: dict[str, EntryStats] = {}
+    try:
+        for key in pieces:
+            if key not in results:
+                raise UserError(f"{where}: results: no measurement for piece '{key}'")
+            entries[key] = EntryStats.model_validate(results[key])
+        points = []
+        for c in calibration:
+            if c["key"] not in results:
+                raise UserError(f"{where}: results: no measurement for calibration subnet '{c['key']}'")
+            sub = space.validate_subnet(c["subnet"])
+            keys = net_keys(build_plan(space, sub))
+            st = EntryStats.model_validate(results[c["key"]])
+            points.append(CalibrationPoint(
+                resolution=sub.resolution, pieces=len(keys), pieces_sum_ms=sum(entries[k].median_ms for k in keys), measured_ms=st.median_ms,
+            ))
+    except ValidationError as e:
+        raise UserError(format_validation_error(f"{where}", e)) from None
+    cal = fit_calibration(points)
+    try:
+        return LatencyTable(
+            space=space.name, space_digest=space_digest(space), space_definition=space.model_dump(mode="json"),
+            num_classes=space.num_classes, resolutions=resolutions, int8=int8, fingerprint=Fingerprint.model_validate(fingerprint),
+            protocol=protocol, source=source, created=created or now_iso(), seconds=round(seconds, 2), entries=entries, calibration=cal,
+        )
+    except ValidationError as e:
+        raise UserError(format_validation_error(where, e)) from None
+
+
+def profile_space(
+    space: Space,
+    out: str | Path,
+    *,
+    threads: int = 1,
+    provider: str = "CPUExecutionProvider",
+    resolutions: list[int] | None = None,
+    int8: bool = False,
+    progress: bool = True,
+    protocol: MeasureProtocol | None = None,
+    calibration_subnets: int = DEFAULT_CALIBRATION_SUBNETS,
+) -> LatencyTable:
+    """Measure every distinct piece of `space` on this machine, fit the calibration, write TABLE `out`."""
+    check_target(threads, provider)
+    res = check_resolutions(space, resolutions)
+    protocol = protocol or MeasureProtocol()
+    t0 = time.time()
+    plan = make_plan(space, res, int8=int8, calibration_subnets=calibration_subnets, progress=progress)
+    jobs = plan.jobs()
+    _log(f"measuring {len(plan.entries)} pieces and {len(plan.calibration)} calibration subnets "
+         f"({threads} thread{'s' if threads > 1 else ''}, {provider}{', int8' if int8 else ''})", progress)
+    results = ortbench.measure_many(jobs, protocol.model_dump(), threads, provider, progress, label="measuring")
+    fp = ortbench.fingerprint(provider, threads, 1)
+    table = build_table(space, res, int8, fp, protocol, results, plan.calibration, source="local", seconds=time.time() - t0, where=str(out))
+    table.save(out)
+    return table
+
+
+# ---------------------------------------------------------------- bundles (a device we cannot reach)
+
+BUNDLE_FORMAT = "hwnas-profile-bundle"
+
+
+class _M(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BundleItem(_M):
+    key: str
+    file: str
+    shape: list[int]
+    dim_overrides: dict[str, int] = Field(default_factory=dict)
+    subnet: dict | None = None
+
+
+class BundleManifest(_M):
+    format: str = BUNDLE_FORMAT
+    version: int = 1
+    bundle_id: str
+    space: str
+    space_definition: dict
+    space_digest: str
+    resolutions: list[int]
+    int8: bool
+    threads: int = Field(ge=1)
+    provider: str
+    protocol: MeasureProtocol
+    created: str
+    entries: list[BundleItem]
+    calibration: list[BundleItem]
+
+
+class BundleResults(_M):
+    runner_version: int
+    bundle_id: str
+    fingerprint: Fingerprint
+    protocol: dict
+    measured_at: str
+    seconds: float = Field(ge=0)
+    results: dict[str, EntryStats]
+
+
+def write_bundle(
+    space: Space,
+    out: str | Path,
+    *,
+    resolutions: list[int] | None = None,
+    int8: bool = False,
+    threads: int = 1,
+    provider: str = "CPUExecutionProvider",
+    force: bool = False,
+    progress: bool = True,
+    protocol: MeasureProtocol | None = None,
+    calibration_subnets: int = DEFAULT_CALIBRATION_SUBNETS,
+) -> Path:
+    """Write DIR with piece and calibration ONNX files, manifest.json and runner.py (onnxruntime +
+    numpy only). The folder appears complete or not at all (built aside, then renamed)."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
+        raise UserError(f"--out {out} already exists and is not empty; pass --force to replace it")
+    if threads < 1:
+        raise UserError(f"--threads: must be >= 1, got {threads}")
+    res = check_resolutions(space, resolutions)
+    protocol = protocol or MeasureProtocol()
+    plan = make_plan(space, res, int8=int8, calibration_subnets=calibration_subnets, progress=progress)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        for name, data in plan.graphs.items():
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / name).write_bytes(data)
+        ident = digest([space_digest(space), res, int8, [e["key"] for e in plan.entries], [c["subnet"] for c in plan.calibration], now_iso()])
+        manifest = BundleManifest(
+            bundle_id=ident, space=space.name, space_definition=space.model_dump(mode="json"), space_digest=space_digest(space),
+            resolutions=res, int8=int8, threads=threads, provider=provider, protocol=protocol, created=now_iso(),
+            entries=[BundleItem.model_validate(e) for e in plan.entries],
+            calibration=[BundleItem.model_validate(c) for c in plan.calibration],
+        )
+        write_json(tmp / "manifest.json", manifest.model_dump(mode="json"), indent=1)
+        shutil.copyfile(Path(ortbench.__file__), tmp / "runner.py")
+        (tmp / "README.txt").write_text(
+            "hwnas profile bundle\n\n"
+            "On the target device (needs only python3, numpy and onnxruntime):\n"
+            "    python3 runner.py            # optional: --threads N --provider EP\n"
+            "It writes results.json here. Copy this folder (or just results.json into it) back and run:\n"
+            "    hwnas profile-import --bundle THIS_FOLDER --out TABLE.json\n",
+            encoding="utf-8",
+        )
+        if out.exists():
+            shutil.rmtree(out) if out.is_dir() else out.unlink()
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _read_model(path: Path, model: type[BaseModel], what: str) -> Any:
+    raw = read_structured(path)
+    try:
+        return model.model_validate(raw)
+    except ValidationError as e:
+        raise UserError(format_validation_error(f"{path} ({what})", e)) from None
+
+
+def import_bundle(bundle: str | Path, out: str | Path, *, results: str | Path | None = None) -> LatencyTable:
+    """Turn the runner's results.json (validated against the bundle's manifest) into a TABLE."""
+    b = Path(bundle)
+    if not (b / "manifest.json").is_file():
+        raise UserError(f"--bundle {b}: no manifest.json (not a folder written by `hwnas profile-bundle`)")
+    man: BundleManifest = _read_model(b / "manifest.json", BundleManifest, "bundle manifest")
+    rpath = Path(results) if results else b / "results.json"
+    if not rpath.is_file():
+        raise UserError(f"{rpath}: no results yet; run `python3 runner.py` in the bundle on the target device first")
+    res: BundleResults = _read_model(rpath, BundleResults, "runner results")
+    if res.bundle_id != man.bundle_id:
+        raise UserError(f"{rpath}: bundle_id: {res.bundle_id} belongs to another bundle (this bundle is {man.bundle_id})")
+    try:
+        space = Space.model_validate(man.space_definition)
+    except ValidationError as e:
+        raise UserError(format_validation_error(f"{b / 'manifest.json'} space_definition", e)) from None
+    if space_digest(space) != man.space_digest:
+        raise UserError(f"{b / 'manifest.json'}: space_digest does not match space_definition (the manifest was edited)")
+    wanted = {e.key for e in man.entries} | {c.key for c in man.calibration}
+    missing = sorted(wanted - set(res.results))
+    if missing:
+        raise UserError(f"{rpath}: results: {len(missing)} of {len(wanted)} measurements missing (first: '{missing[0]}'); run the runner again")
+    proto_fields = set(MeasureProtocol.model_fields)
+    protocol = MeasureProtocol.model_validate({k: v for k, v in res.protocol.items() if k in proto_fields})
+    table = build_table(
+        space, man.resolutions, man.int8, res.fingerprint.model_dump(), protocol,
+        {k: v.model_dump() for k, v in res.results.items()},
+        [c.model_dump() for c in man.calibration], source="bundle", seconds=res.seconds, created=res.measured_at, where=str(rpath),
+    )
+    table.save(out)
+    return table
+
+
+# ---------------------------------------------------------------- whole subnets
+
+def export_subnet(space: Space, subnet: Subnet, *, int8: bool = False, seed: int = 0) -> bytes:
+    """The deployed form of a subnet with random weights: StaticNet exported like `hwnas export`
+    does (free batch, static spatial size), quantised to QDQ for int8."""
+    import torch
+
+    from hwnas.runtime import export_onnx_bytes
+    from hwnas.supernet.static import StaticNet, init_weights
+
+    torch.manual_seed(seed)
+    net = StaticNet(build_plan(space, subnet))
+    init_weights(net)
+    shape = (1, space.in_channels, subnet.resolution, subnet.resolution)
+    data = export_onnx_bytes(net.eval(), torch.randn(*shape), dynamic_batch=True)
+    return _quantize(data, shape) if int8 else data
+
+
+def measure_subnet(
+    space: Space,
+    subnet: Subnet,
+    *,
+    threads: int = 1,
+    provider: str = "CPUExecutionProvider",
+    int8: bool = False,
+    protocol: MeasureProtocol | None = None,
+) -> LatencyStats:
+    """Latency of a whole static subnet (random weights), measured with the table protocol."""
+    from hwnas.runtime import make_session, measure_latency
+
+    sub = space.validate_subnet(subnet)
+    sess = make_session(export_subnet(space, sub, int8=int8), threads=threads, provider=provider)
+    return measure_latency(sess, (1, space.in_channels, sub.resolution, sub.resolution), protocol=protocol)
+
+
+def validate_table(
+    table: LatencyTable,
+    samples: int,
+    *,
+    seed: int = 0,
+    progress: bool = True,
+    space: Space | None = None,
+    protocol: MeasureProtocol | None = None,
+) -> dict[str, Any]:
+    """Export `samples` fresh random subnets (never the calibration ones), measure each twice in two
+    separate runs, and compare the predictor with the first run; the second gives the noise floor."""
+    from scipy.stats import kendalltau
+
+    if samples < 2:
+        raise UserError(f"--samples: need at least 2, got {samples}")
+    space = space or table.get_space()
+    pred = LatencyPredictor(table, space)
+    fp = table.fingerprint
+    check_target(fp.threads, fp.provider)
+    cal_keys = {s.key() for s in sample_subnets(space, len(table.calibration.points), CALIBRATION_SEED, table.resolutions)}
+    subs: list[Subnet] = []
+    seen = set(cal_keys)
+    s = seed
+    while len(subs) < samples:
+        for sub in sample_subnets(space, samples, s, pred.resolutions):
+            if sub.key() not in seen and len(subs) < samples:
+                seen.add(sub.key())
+                subs.append(sub)
+        s += 7_777_777
+    t0 = time.time()
+    proto = (protocol or table.protocol).model_dump()
+    with tempfile.TemporaryDirectory(prefix="hwnas-validate-") as d:
+        bar = ortbench.Progress(len(subs), "exporting", enabled=progress)
+        jobs = []
+        for i, sub in enumerate(subs):
+            f = Path(d) / f"{i:04d}.onnx"
+            f.write_bytes(export_subnet(space, sub, int8=table.int8))
+            jobs.append({"key": str(i), "model": str(f), "shape": [1, space.in_channels, sub.resolution, sub.resolution], "dim_overrides": {}})
+            bar.update()
+        run_a = ortbench.measure_many(jobs, proto, fp.threads, fp.provider, progress, label="measuring (run 1/2)", chunk=16)
+        run_b = ortbench.measure_many(jobs, proto, fp.threads, fp.provider, progress, label="measuring (run 2/2)", chunk=16)
+    a = np.array([run_a[str(i)]["median_ms"] for i in range(len(subs))])
+    b = np.array([run_b[str(i)]["median_ms"] for i in range(len(subs))])
+    p = np.array([pred.predict(sub) for sub in subs])
+    err = (p - a) / a
+    noise = np.abs(a - b) / ((a + b) / 2)
+    tau = float(kendalltau(p, a).statistic)
+    return {
+        "samples": len(subs),
+        "within_5pct": float(np.mean(np.abs(err) <= 0.05)),
+        "within_10pct": float(np.mean(np.abs(err) <= 0.10)),
+        "kendall_tau": tau,
+        "rmse_ms": float(np.sqrt(np.mean((p - a) ** 2))),
+        "mape": float(np.mean(np.abs(err)) * 100),
+        "median_abs_err_pct": float(np.median(np.abs(err)) * 100),
+        "bias_pct": float(np.mean(err) * 100),
+        "noise_floor_pct": float(np.median(noise) * 100),
+        "noise_floor_p90_pct": float(np.percentile(noise, 90) * 100),
+        "measured_ms_min": float(a.min()),
+        "measured_ms_max": float(a.max()),
+        "threads": fp.threads,
+        "provider": fp.provider,
+        "int8": table.int8,
+        "seed": seed,
+        "seconds": round(time.time() - t0, 2),
+        "_predicted": p.tolist(),
+        "_measured": a.tolist(),
+        "_measured_again": b.tolist(),
+    }

@@ -1,0 +1,169 @@
+"""The latency TABLE file: validated on read and on write.
+
+It records what was measured (one entry per distinct piece, median and spread), on what
+(the target's fingerprint), how (the protocol), and the calibration that turns a sum of
+piece entries into a whole-network prediction. A table is tied to one space definition by a
+digest, so it can never silently be used for another space.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from hwnas.cache import digest
+from hwnas.errors import UserError
+from hwnas.fileio import format_validation_error, read_structured, write_json
+from hwnas.runtime import MeasureProtocol
+from hwnas.space import Space
+
+TABLE_FORMAT = "hwnas-latency-table"
+TABLE_VERSION = 1
+
+
+class _M(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Fingerprint(_M):
+    """The target a table was measured on."""
+
+    cpu_model: str
+    cores: int = Field(ge=1)
+    os: str
+    machine: str = ""
+    python: str = ""
+    onnxruntime: str
+    provider: str
+    threads: int = Field(ge=1)
+    batch: int = Field(default=1, ge=1)
+
+
+class EntryStats(_M):
+    """One piece's measured latency (ms)."""
+
+    median_ms: float = Field(gt=0.0)
+    mean_ms: float = Field(ge=0.0)
+    p10_ms: float = Field(ge=0.0)
+    p90_ms: float = Field(ge=0.0)
+    mad_ms: float = Field(ge=0.0)
+    repeats: int = Field(ge=1)
+    remeasured: int = Field(default=0, ge=0)
+
+
+class CalibrationPoint(_M):
+    """One whole subnet measured end to end, next to the sum of its piece entries."""
+
+    resolution: int
+    pieces: int = Field(ge=1)
+    pieces_sum_ms: float = Field(gt=0.0)
+    measured_ms: float = Field(gt=0.0)
+
+
+class Calibration(_M):
+    """predicted = scale * sum(piece medians) + offset_ms + per_piece_ms * number_of_pieces.
+
+    Summing isolated pieces double-counts the fixed per-graph cost of a session run (the whole
+    network pays it once) and misses cross-piece cache effects; this linear correction, fitted
+    on whole subnets measured end to end, removes both."""
+
+    form: Literal["linear-v1"] = "linear-v1"
+    scale: float = Field(gt=0.0)
+    offset_ms: float
+    per_piece_ms: float
+    fit_mape: float = Field(ge=0.0, description="mean |error| / measured on the fitting subnets")
+    fit_max_abs_pct: float = Field(ge=0.0)
+    raw_sum_bias_pct: float = Field(description="mean (sum - measured) / measured before calibration")
+    points: list[CalibrationPoint] = Field(min_length=3)
+
+
+class LatencyTable(_M):
+    """A latency TABLE file."""
+
+    format: Literal["hwnas-latency-table"] = TABLE_FORMAT
+    version: Literal[1] = TABLE_VERSION
+    space: str
+    space_digest: str = Field(min_length=8)
+    space_definition: dict = Field(description="the space the table was profiled for (so a table of a custom space stands alone)")
+    num_classes: int = Field(ge=2)
+    resolutions: list[int] = Field(min_length=1)
+    int8: bool = False
+    fingerprint: Fingerprint
+    protocol: MeasureProtocol
+    source: Literal["local", "bundle"] = "local"
+    created: str = Field(description="UTC date and time of the measurement (ISO 8601)")
+    seconds: float = Field(ge=0.0, description="wall time the profiling took")
+    entries: dict[str, EntryStats] = Field(min_length=1)
+    calibration: Calibration
+
+    @model_validator(mode="after")
+    def _check(self) -> "LatencyTable":
+        if sorted(set(self.resolutions)) != self.resolutions:
+            raise ValueError(f"resolutions must be strictly increasing, got {self.resolutions}")
+        try:
+            _dt.datetime.fromisoformat(self.created.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"created: not an ISO 8601 date: {self.created!r}") from None
+        return self
+
+    def get_space(self) -> Space:
+        """The space this table was profiled for, rebuilt from the stored definition."""
+        try:
+            return Space.model_validate(self.space_definition)
+        except ValidationError as e:
+            raise UserError(format_validation_error("table space_definition", e)) from None
+
+    def save(self, path: str | Path) -> Path:
+        return write_json(path, self.model_dump(mode="json"), indent=1)
+
+
+def space_digest(space: Space) -> str:
+    """Digest of everything in a space that changes a piece's latency, except the class count
+    (only the classifier depends on it; the head entry is keyed by it)."""
+    d = space.model_dump(mode="json")
+    for k in ("name", "num_classes", "default_resolution"):
+        d.pop(k, None)
+    d["head"].pop("dropout", None)
+    return digest(d)
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def load_table(path: str | Path, space: Space | None = None) -> LatencyTable:
+    """Read and validate a TABLE; with `space`, also check it was made for that space.
+
+    UserError (CLI exit 2) naming the file and the field for a damaged table or a table of
+    another space."""
+    p = Path(path)
+    raw = read_structured(p)
+    if not isinstance(raw, dict):
+        raise UserError(f"{p}: not a latency table (expected a JSON object, got {type(raw).__name__})")
+    if raw.get("format") != TABLE_FORMAT:
+        raise UserError(f"{p}: format: not a latency table written by `hwnas profile` (format is {raw.get('format')!r}, expected {TABLE_FORMAT!r})")
+    try:
+        table = LatencyTable.model_validate(raw)
+    except ValidationError as e:
+        raise UserError(format_validation_error(f"{p} (damaged latency table)", e)) from None
+    stored = table.get_space()
+    if space_digest(stored) != table.space_digest:
+        raise UserError(f"{p}: space_digest: does not match space_definition (the table was edited or damaged)")
+    if space is not None:
+        check_table_space(table, space, p)
+    return table
+
+
+def check_table_space(table: LatencyTable, space: Space, path: str | Path = "table") -> None:
+    if table.space_digest != space_digest(space):
+        raise UserError(
+            f"{path}: space: this table was profiled for space '{table.space}' (digest {table.space_digest}), "
+            f"which differs from space '{space.name}' (digest {space_digest(space)}); profile it with "
+            f"`hwnas profile --space {space.name} --out TABLE`"
+        )
+    extra = [r for r in table.resolutions if r not in space.resolutions]
+    if extra:
+        raise UserError(f"{path}: resolutions: {extra} are not resolutions of space '{space.name}' ({space.resolutions})")

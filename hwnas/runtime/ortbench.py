@@ -1,0 +1,272 @@
+#!/usr/bin/env python3
+"""Standalone ONNX Runtime latency measurement: the one timing protocol hwnas uses everywhere.
+
+This file needs only the Python standard library, numpy and onnxruntime (no torch, no hwnas),
+because `hwnas profile-bundle` copies it verbatim as `runner.py` into a folder that users carry
+to a device we cannot reach. `hwnas profile` imports the same functions, so a table measured
+here and a table measured on a phone-class board follow exactly the same protocol.
+
+Usage on the device (inside a bundle folder):
+    python3 runner.py [--threads N] [--provider EP] [--out results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+RUNNER_VERSION = 1
+
+DEFAULT_PROTOCOL = {
+    "warmup_runs": 10,      # untimed runs before the first timed run of a graph
+    "warmup_s": 0.02,       # ... and at least this long
+    "revisit_warmup_runs": 3,  # untimed runs each time an interleaved round comes back to a graph
+    "min_repeats": 50,      # timed runs per graph (over all rounds), at least
+    "max_repeats": 2000,    # ... at most
+    "min_time_s": 0.05,     # timed seconds per graph (over all rounds), at least
+    "rounds": 3,            # interleaved passes over all graphs: slow drift averages out
+    "noisy_rel_mad": 0.05,  # median absolute deviation / median above this -> the entry is re-measured
+    "max_remeasure": 1,     # re-measurements of a noisy entry; the least dispersed one is kept
+}
+
+
+def make_session(model, threads=1, provider="CPUExecutionProvider", dim_overrides=None):
+    """A session with deployment options: all graph optimisations, `threads` intra-op threads,
+    one inter-op thread, sequential execution; free dimensions pinned by name if given."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.intra_op_num_threads = int(threads)
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.log_severity_level = 3
+    for name, value in (dim_overrides or {}).items():
+        so.add_free_dimension_override_by_name(name, int(value))
+    return ort.InferenceSession(model, sess_options=so, providers=[provider])
+
+
+def random_feed(session, shape, seed=0):
+    inp = session.get_inputs()[0]
+    return {inp.name: np.random.default_rng(seed).standard_normal(tuple(shape)).astype(np.float32)}
+
+
+def warm_up(session, feed, runs, seconds=0.0):
+    t_end = time.perf_counter() + seconds
+    n = 0
+    while n < runs or (time.perf_counter() < t_end and n < 100000):
+        session.run(None, feed)
+        n += 1
+
+
+def time_runs(session, feed, min_repeats, min_time_s, max_repeats):
+    """Timed runs (ms) until both `min_repeats` runs and `min_time_s` seconds, at most `max_repeats`."""
+    run = session.run
+    clock = time.perf_counter_ns
+    out = []
+    t0 = time.perf_counter()
+    while len(out) < max_repeats:
+        a = clock()
+        run(None, feed)
+        out.append((clock() - a) / 1e6)
+        if len(out) >= min_repeats and time.perf_counter() - t0 >= min_time_s:
+            break
+    return out
+
+
+def summarize(samples):
+    """Median, mean, p10, p90, median absolute deviation (ms) and the number of runs."""
+    s = np.asarray(samples, dtype=np.float64)
+    med = float(np.median(s))
+    return {
+        "median_ms": med,
+        "mean_ms": float(s.mean()),
+        "p10_ms": float(np.percentile(s, 10)),
+        "p90_ms": float(np.percentile(s, 90)),
+        "mad_ms": float(np.median(np.abs(s - med))),
+        "repeats": int(s.size),
+    }
+
+
+def rel_spread(stats):
+    """Relative dispersion used to flag noisy entries: MAD / median (robust to rare outliers)."""
+    return stats["mad_ms"] / stats["median_ms"] if stats["median_ms"] > 0 else 0.0
+
+
+class Progress:
+    """A one-line progress bar with the time left on stderr (no third-party dependency)."""
+
+    def __init__(self, total, label, enabled=True, stream=None):
+        self.total, self.label, self.enabled = max(int(total), 1), label, enabled
+        self.stream = stream or sys.stderr
+        self.t0 = time.perf_counter()
+        self.done = 0
+        self._last = 0.0
+
+    def update(self, n=1):
+        self.done += n
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        tty = getattr(self.stream, "isatty", lambda: False)()
+        finished = self.done >= self.total
+        # a terminal gets a live bar; a log file one line every 5 s (and the last one)
+        if not finished and now - self._last < (0.25 if tty else 5.0):
+            return
+        self._last = now
+        frac = min(self.done / self.total, 1.0)
+        el = now - self.t0
+        left = el / frac - el if frac > 0 else 0.0
+        bar = "#" * int(frac * 24)
+        end = "\r" if tty and not finished else "\n"
+        self.stream.write(f"{self.label} [{bar:<24}] {self.done}/{self.total}  {el:4.0f}s elapsed, ~{left:4.0f}s left{end}")
+        self.stream.flush()
+
+
+def measure_many(jobs, protocol=None, threads=1, provider="CPUExecutionProvider", progress=True, label="measuring", chunk=256):
+    """Measure every job; jobs are dicts with key, model (path or bytes), shape, dim_overrides.
+
+    Graphs are visited in `rounds` interleaved passes (a little of each graph per pass), so a slow
+    drift of the machine spreads over all entries instead of biasing some. A noisy entry is then
+    measured again, up to `max_remeasure` times, and its least dispersed measurement is kept.
+    Returns {key: stats dict with an extra 'remeasured' count}."""
+    p = dict(DEFAULT_PROTOCOL)
+    p.update(protocol or {})
+    rounds = max(1, int(p["rounds"]))
+    per_min_rep = max(3, -(-int(p["min_repeats"]) // rounds))
+    per_max_rep = max(per_min_rep, int(p["max_repeats"]) // rounds)
+    per_time = float(p["min_time_s"]) / rounds
+    results = {}
+    bar = Progress(len(jobs) * rounds, label, enabled=progress)
+    for start in range(0, len(jobs), chunk):
+        part = jobs[start : start + chunk]
+        sessions = []
+        for j in part:
+            s = make_session(j["model"], threads, provider, j.get("dim_overrides"))
+            feed = random_feed(s, j["shape"])
+            warm_up(s, feed, int(p["warmup_runs"]), float(p["warmup_s"]))
+            sessions.append((s, feed))
+        samples = [[] for _ in part]
+        for r in range(rounds):
+            for i, (s, feed) in enumerate(sessions):
+                if r > 0:
+                    warm_up(s, feed, int(p["revisit_warmup_runs"]))
+                samples[i].extend(time_runs(s, feed, per_min_rep, per_time, per_max_rep))
+                bar.update()
+        for i, j in enumerate(part):
+            st = summarize(samples[i])
+            st["remeasured"] = 0
+            for _ in range(int(p["max_remeasure"])):
+                if rel_spread(st) <= float(p["noisy_rel_mad"]):
+                    break
+                s, feed = sessions[i]
+                warm_up(s, feed, int(p["warmup_runs"]))
+                again = summarize(time_runs(s, feed, int(p["min_repeats"]), float(p["min_time_s"]), int(p["max_repeats"])))
+                again["remeasured"] = st["remeasured"] + 1
+                st = again if rel_spread(again) < rel_spread(st) else dict(st, remeasured=again["remeasured"])
+            results[j["key"]] = st
+        del sessions
+    return results
+
+
+def fingerprint(provider="CPUExecutionProvider", threads=1, batch=1):
+    """What identifies the target: CPU model, cores, OS, ONNX Runtime version and settings."""
+    import onnxruntime as ort
+
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                low = line.lower()
+                if low.startswith("model name") or low.startswith("hardware") or low.startswith("cpu model"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "cpu_model": cpu or platform.machine() or "unknown",
+        "cores": os.cpu_count() or 1,
+        "os": f"{platform.system()} {platform.release()}",
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "onnxruntime": ort.__version__,
+        "provider": provider,
+        "threads": int(threads),
+        "batch": int(batch),
+    }
+
+
+def _write_json_atomic(path, obj):
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=1)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def run_bundle(bundle, threads=None, provider=None, out=None, progress=True):
+    """Measure every graph a bundle's manifest lists; write the results JSON next to it."""
+    with open(os.path.join(bundle, "manifest.json"), encoding="utf-8") as f:
+        manifest = json.load(f)
+    threads = int(threads if threads is not None else manifest.get("threads", 1))
+    provider = provider or manifest.get("provider", "CPUExecutionProvider")
+    jobs = []
+    for e in manifest["entries"] + manifest["calibration"]:
+        jobs.append({
+            "key": e["key"], "model": os.path.join(bundle, e["file"]), "shape": e["shape"],
+            "dim_overrides": e.get("dim_overrides") or {},
+        })
+    t0 = time.time()
+    res = measure_many(jobs, manifest.get("protocol"), threads, provider, progress, label="profiling")
+    out = out or os.path.join(bundle, "results.json")
+    _write_json_atomic(out, {
+        "runner_version": RUNNER_VERSION,
+        "bundle_id": manifest["bundle_id"],
+        "fingerprint": fingerprint(provider, threads, 1),
+        "protocol": dict(DEFAULT_PROTOCOL, **(manifest.get("protocol") or {})),
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "seconds": round(time.time() - t0, 2),
+        "results": res,
+    })
+    return out
+
+
+def main(argv=None):
+    here = os.path.dirname(os.path.abspath(__file__))
+    ap = argparse.ArgumentParser(description="Measure an hwnas profile bundle with ONNX Runtime (needs only onnxruntime and numpy).")
+    ap.add_argument("--bundle", default=here, help="bundle folder (default: the folder of this script)")
+    ap.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the manifest's)")
+    ap.add_argument("--provider", default=None, help="execution provider (default: the manifest's)")
+    ap.add_argument("--out", default=None, help="results file (default: BUNDLE/results.json)")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    a = ap.parse_args(argv)
+    if not os.path.isfile(os.path.join(a.bundle, "manifest.json")):
+        print(f"runner: {a.bundle} has no manifest.json; run this inside a bundle folder or pass --bundle", file=sys.stderr)
+        return 2
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        print("runner: onnxruntime is not installed (pip install onnxruntime numpy)", file=sys.stderr)
+        return 2
+    prov = a.provider
+    if prov is not None and prov not in ort.get_available_providers():
+        print(f"runner: --provider {prov} is not available; available: {', '.join(ort.get_available_providers())}", file=sys.stderr)
+        return 2
+    if a.threads is not None and a.threads < 1:
+        print("runner: --threads must be >= 1", file=sys.stderr)
+        return 2
+    out = run_bundle(a.bundle, a.threads, prov, a.out, progress=not a.quiet)
+    print(f"runner: wrote {out}; copy it back and run `hwnas profile-import --bundle <this folder> --out TABLE`")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

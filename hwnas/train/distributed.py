@@ -1,0 +1,74 @@
+"""Data-parallel context from torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistContext:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    owns_group: bool = False  # we initialised the process group, so we tear it down
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world_size > 1
+
+    def barrier(self) -> None:
+        if self.active:
+            dist.barrier()
+
+    def mean(self, value: torch.Tensor) -> torch.Tensor:
+        """All-reduce average (identity without data parallelism)."""
+        if not self.active:
+            return value
+        v = value.detach().clone()
+        dist.all_reduce(v)
+        return v / self.world_size
+
+    def close(self) -> None:
+        if self.owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def init_distributed(device: torch.device) -> DistContext:
+    """Join the process group torchrun describes: gloo on CPU, NCCL on CUDA. Single process otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistContext()
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if dist.is_initialized():
+        return DistContext(dist.get_rank(), dist.get_world_size(), local, owns_group=False)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world)
+    return DistContext(rank, world, local, owns_group=True)
+
+
+def resolve_device(device: str | None, local_rank: int = 0) -> torch.device:
+    """None -> CUDA when present else CPU; 'cuda' under torchrun -> this process's GPU."""
+    from hwnas.errors import UserError
+
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    d = str(device).strip().lower()
+    if d == "cpu":
+        return torch.device("cpu")
+    if d == "cuda" or (d.startswith("cuda:") and d[5:].isdigit()):
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+        idx = int(d[5:]) if ":" in d else local_rank
+        if idx >= torch.cuda.device_count():
+            raise UserError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) present")
+        return torch.device("cuda", idx)
+    raise UserError(f"--device {device!r}: expected cpu, cuda or cuda:N")

@@ -1,0 +1,65 @@
+"""Accuracy of a network and of one subnet inherited from the supernet (BN recalibrated)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Sequence
+
+import torch
+from torch import nn
+
+from hwnas.data import augment_batch, calibration_subset
+from hwnas.space.models import Subnet
+from hwnas.train.bn import recalibrate_bn
+
+if TYPE_CHECKING:
+    from hwnas.data import Dataset
+    from hwnas.supernet import Supernet
+
+
+@torch.no_grad()
+def accuracy(
+    model: nn.Module,
+    x_uint8: torch.Tensor,
+    y: torch.Tensor,
+    resolution: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    *,
+    batch_size: int = 500,
+    device: str | torch.device = "cpu",
+) -> float:
+    """Top-1 accuracy (0..1) in eval mode at `resolution`; the model's train/eval mode is restored."""
+    if x_uint8.shape[0] == 0:
+        raise ValueError("accuracy needs at least one image")
+    was_training = model.training
+    model.eval()
+    dev = torch.device(device)
+    correct = 0
+    try:
+        for i in range(0, x_uint8.shape[0], batch_size):
+            xb = augment_batch(x_uint8[i : i + batch_size].to(dev), resolution, mean, std, train=False)
+            pred = model(xb).argmax(1)
+            correct += int((pred.cpu() == y[i : i + batch_size].cpu()).sum())
+    finally:
+        model.train(was_training)
+    return correct / x_uint8.shape[0]
+
+
+def evaluate_subnet(
+    supernet: "Supernet",
+    subnet: Subnet | dict | str,
+    ds: "Dataset",
+    *,
+    calib: torch.Tensor | None = None,
+    device: str | torch.device = "cpu",
+    calib_images: int = 2000,
+    batch_size: int = 500,
+) -> float:
+    """Validation accuracy of `subnet` with inherited weights: extract, recalibrate BN on `calib`
+    (default: the fixed `calibration_subset(ds)`), evaluate on ds.val. The supernet is untouched."""
+    sub = supernet.space.validate_subnet(subnet)
+    net = supernet.extract(sub).to(device)
+    if calib is None:
+        calib = calibration_subset(ds, n=calib_images)
+    recalibrate_bn(net, calib, sub.resolution, ds.mean, ds.std, batch_size=min(batch_size, 256), device=device)
+    return accuracy(net, ds.val_x, ds.val_y, sub.resolution, ds.mean, ds.std, batch_size=batch_size, device=device)
