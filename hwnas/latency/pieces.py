@@ -48,6 +48,18 @@ def structure_key(p: StemPlan | BlockPlan | HeadPlan) -> str:
     return piece_key(replace(p, in_size=0))
 
 
+def piece_mparams(p: StemPlan | BlockPlan | HeadPlan) -> float:
+    """Parameters of a piece in millions (weights a whole network streams from memory each run)."""
+    from hwnas.space.cost import block_cost, head_cost, stem_cost
+
+    f = stem_cost if isinstance(p, StemPlan) else head_cost if isinstance(p, HeadPlan) else block_cost
+    return f(p)[1] / 1e6  # type: ignore[arg-type]
+
+
+def net_mparams(plan: NetPlan) -> float:
+    return piece_mparams(plan.stem) + sum(piece_mparams(b) for b in plan.blocks) + piece_mparams(plan.head)
+
+
 def input_shape(p: StemPlan | BlockPlan | HeadPlan) -> tuple[int, int, int, int]:
     return (1, p.in_channels, p.in_size, p.in_size)
 

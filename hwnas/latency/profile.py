@@ -17,7 +17,7 @@ from hwnas.cache import digest
 from hwnas.errors import UserError
 from hwnas.fileio import format_validation_error, read_structured, write_json
 from hwnas.latency.pieces import (
-    all_pieces, compose, export_piece, input_shape, net_keys, piece_overrides, sample_subnets, structure_key,
+    all_pieces, compose, export_piece, input_shape, net_keys, net_mparams, piece_overrides, sample_subnets, structure_key,
 )
 from hwnas.latency.predictor import LatencyPredictor, fit_calibration
 from hwnas.latency.table import (
@@ -72,8 +72,9 @@ class ProfilePlan:
     def jobs(self, where: Path | None = None) -> list[dict[str, Any]]:
         return [
             {"key": e["key"], "model": str(where / e["file"]) if where else self.graphs[e["file"]], "shape": e["shape"],
-             "dim_overrides": e["dim_overrides"]}
-            for e in self.entries + self.calibration
+             "dim_overrides": e["dim_overrides"], "cyclic": cyclic}
+            for group, cyclic in ((self.entries, True), (self.calibration, False))
+            for e in group
         ]
 
 
@@ -150,10 +151,12 @@ def build_table(
             if c["key"] not in results:
                 raise UserError(f"{where}: results: no measurement for calibration subnet '{c['key']}'")
             sub = space.validate_subnet(c["subnet"])
-            keys = net_keys(build_plan(space, sub))
+            netplan = build_plan(space, sub)
+            keys = net_keys(netplan)
             st = EntryStats.model_validate(results[c["key"]])
             points.append(CalibrationPoint(
-                resolution=sub.resolution, pieces=len(keys), pieces_sum_ms=sum(entries[k].median_ms for k in keys), measured_ms=st.median_ms,
+                resolution=sub.resolution, pieces=len(keys), pieces_sum_ms=sum(entries[k].median_ms for k in keys),
+                mparams=net_mparams(netplan), measured_ms=st.median_ms,
             ))
     except ValidationError as e:
         raise UserError(format_validation_error(f"{where}", e)) from None
@@ -189,7 +192,7 @@ def profile_space(
     jobs = plan.jobs()
     _log(f"measuring {len(plan.entries)} pieces and {len(plan.calibration)} calibration subnets "
          f"({threads} thread{'s' if threads > 1 else ''}, {provider}{', int8' if int8 else ''})", progress)
-    results = ortbench.measure_many(jobs, protocol.model_dump(), threads, provider, progress, label="measuring")
+    results = ortbench.measure_many(jobs, protocol.model_dump(), threads, provider, progress, label="measuring", chunk=ortbench.PROFILE_CHUNK)
     fp = ortbench.fingerprint(provider, threads, 1)
     table = build_table(space, res, int8, fp, protocol, results, plan.calibration, source="local", seconds=time.time() - t0, where=str(out))
     table.save(out)

@@ -60,20 +60,26 @@ class CalibrationPoint(_M):
     resolution: int
     pieces: int = Field(ge=1)
     pieces_sum_ms: float = Field(gt=0.0)
+    mparams: float = Field(default=0.0, ge=0.0, description="parameters of the subnet, millions")
     measured_ms: float = Field(gt=0.0)
 
 
 class Calibration(_M):
-    """predicted = scale * sum(piece medians) + offset_ms + per_piece_ms * number_of_pieces.
+    """predicted = scale * sum(piece medians) + offset_ms + per_piece_ms * number_of_pieces
+                 + per_mparam_ms * parameters (millions).
 
     Summing isolated pieces double-counts the fixed per-graph cost of a session run (the whole
-    network pays it once) and misses cross-piece cache effects; this linear correction, fitted
-    on whole subnets measured end to end, removes both."""
+    network pays it once) and misses cross-piece cache effects (an isolated block finds its
+    weights in cache, a block inside a network has to fetch them); this linear correction,
+    fitted on whole subnets measured end to end, removes both. The parameter term is kept only
+    when it lowers the leave-one-out error."""
 
     form: Literal["linear-v1"] = "linear-v1"
     scale: float = Field(gt=0.0)
     offset_ms: float
     per_piece_ms: float
+    per_mparam_ms: float = 0.0
+    loo_mape: float = Field(default=0.0, ge=0.0, description="leave-one-out mean |error| / measured of the chosen form")
     fit_mape: float = Field(ge=0.0, description="mean |error| / measured on the fitting subnets")
     fit_max_abs_pct: float = Field(ge=0.0)
     raw_sum_bias_pct: float = Field(description="mean (sum - measured) / measured before calibration")

@@ -200,11 +200,11 @@ def measure_latency(
     The protocol's rounds run back to back here (the profiler interleaves them across graphs);
     a noisy result is re-measured and the least dispersed measurement kept."""
     p = (protocol or MeasureProtocol()).model_dump()
-    feed = ortbench.random_feed(session, input_shape)
-    ortbench.warm_up(session, feed, p["warmup_runs"], p["warmup_s"])
+    fn = ortbench.bound_runner(session, ortbench.random_feed(session, input_shape))
+    ortbench.warm_up(fn, p["warmup_runs"], p["warmup_s"])
     best: dict[str, Any] | None = None
     for _ in range(p["max_remeasure"] + 1):
-        samples = ortbench.time_runs(session, feed, p["min_repeats"], p["min_time_s"], p["max_repeats"])
+        samples = ortbench.time_runs(fn, p["min_repeats"], p["min_time_s"], p["max_repeats"])
         st = ortbench.summarize(samples)
         if best is None or ortbench.rel_spread(st) < ortbench.rel_spread(best):
             best = st

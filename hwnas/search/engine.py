@@ -160,7 +160,7 @@ def _extra_objectives(space: Space, gs: GeneSpace, specs: Sequence[ObjectiveSpec
 
 
 # ---------------------------------------------------------------- helpers
-def _check_budgets(budgets: Sequence[float], min_ms: float) -> list[float]:
+def check_budgets(budgets: Sequence[float], min_ms: float) -> list[float]:
     bs = [float(b) for b in budgets]
     if not bs:
         raise UserError("--budget-ms: give at least one latency budget in milliseconds")
@@ -241,7 +241,7 @@ def run_search(
     gs_full = GeneSpace.for_space(space)
     lat = _latency_from(latency_predictor, gs_full)
     gs = GeneSpace.for_space(space, lat.resolutions)
-    bs = _check_budgets(budgets, lat.min_ms)
+    bs = check_budgets(budgets, lat.min_ms)
     bmax = max(bs)
     extras = _extra_objectives(space, gs, extra_objectives)
     obj_names = ["accuracy", "latency_ms", *[o.name for o in extras]]
@@ -319,7 +319,7 @@ def run_search(
                                               candidates_kendall_tau=tau, candidates_rmse=rmse, hypervolume=hv))
             tau_txt = f", predictor on them: Kendall tau {tau:.3f}, RMSE {100 * rmse:.2f} %-points" if tau is not None else ""
             say(f"iteration {it + 1}: NSGA-II on the predictor ({run.generations} generations, {counter[0]} predicted evaluations); "
-                f"{len(pick)} new front candidates scored for real{tau_txt}; hypervolume {hv:.5g}")
+                f"{len(pick)} new front candidate{'' if len(pick) == 1 else 's'} scored for real{tau_txt}; hypervolume {hv:.5g}")
             if not len(pick):
                 say("no new candidates on the predicted front: the loop has converged")
                 break

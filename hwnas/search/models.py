@@ -110,6 +110,12 @@ class SearchResult(BaseModel):
     seed: int
     seconds: float
     log: list[str] = Field(default_factory=list)
+    outputs: dict[str, str] = Field(default_factory=dict)  # files written by search_supernet, by key
+
+    @property
+    def best_subnet(self):  # noqa: ANN201 - Subnet
+        """The best subnet for the first budget given (what best.json holds)."""
+        return self.best[0].subnet
 
     @property
     def evaluations(self) -> int:

@@ -67,7 +67,8 @@ def recalibrate_bn(
         dev = torch.device(device)
         for i in range(0, images_uint8.shape[0], batch_size):
             xb = images_uint8[i : i + batch_size].to(dev)
-            model(augment_batch(xb, resolution, mean, std, train=False))
+            x = augment_batch(xb, resolution, mean, std, train=False)
+            model(x.contiguous(memory_format=torch.channels_last))
         for bn, (n, s_mean, s_var, c) in sums.items():
             assert bn.running_mean is not None and bn.running_var is not None
             bn.running_mean[:c] = (s_mean / n).to(bn.running_mean.dtype)

@@ -118,7 +118,7 @@ def default_config(space: Space, data_spec: str) -> TrainConfig:
         phases = _phases([180, 125, 25, 125, 25, 125], [0.4, 0.03, 0.01, 0.03, 0.01, 0.03], [5, 1, 0, 1, 0, 1], _PER_STEP)
         return TrainConfig(phases=Phases.model_validate(phases), batch_size=256, flip=not digits)
     if digits:
-        phases = _phases([12, 4, 2, 4, 2, 4], [0.2, 0.06, 0.04, 0.06, 0.04, 0.06], [1, 0, 0, 0, 0, 0], _PER_STEP)
+        phases = _phases([20, 4, 2, 5, 2, 8], [0.2, 0.05, 0.03, 0.05, 0.03, 0.05], [1, 0, 0, 0, 0, 0], _PER_STEP)
         return TrainConfig(phases=Phases.model_validate(phases), batch_size=64, flip=False, weight_decay=3e-5)
     # small images (CIFAR-sized spaces, custom spaces): a shortened OFA schedule
     phases = _phases([60, 40, 10, 40, 10, 40], [0.1, 0.03, 0.02, 0.03, 0.02, 0.03], [2, 1, 0, 1, 0, 1], _PER_STEP)

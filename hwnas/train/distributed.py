@@ -51,6 +51,8 @@ def init_distributed(device: torch.device) -> DistContext:
     if dist.is_initialized():
         return DistContext(dist.get_rank(), dist.get_world_size(), local, owns_group=False)
     backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # NCCL collectives (and all_gather_object) use the current device
     dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world)
     return DistContext(rank, world, local, owns_group=True)
 

@@ -38,6 +38,7 @@ def accuracy(
     try:
         for i in range(0, x_uint8.shape[0], batch_size):
             xb = augment_batch(x_uint8[i : i + batch_size].to(dev), resolution, mean, std, train=False)
+            xb = xb.contiguous(memory_format=torch.channels_last)
             pred = model(xb).argmax(1)
             correct += int((pred.cpu() == y[i : i + batch_size].cpu()).sum())
     finally:
@@ -58,7 +59,7 @@ def evaluate_subnet(
     """Validation accuracy of `subnet` with inherited weights: extract, recalibrate BN on `calib`
     (default: the fixed `calibration_subset(ds)`), evaluate on ds.val. The supernet is untouched."""
     sub = supernet.space.validate_subnet(subnet)
-    net = supernet.extract(sub).to(device)
+    net = supernet.extract(sub).to(device=device, memory_format=torch.channels_last)
     if calib is None:
         calib = calibration_subset(ds, n=calib_images)
     recalibrate_bn(net, calib, sub.resolution, ds.mean, ds.std, batch_size=min(batch_size, 256), device=device)

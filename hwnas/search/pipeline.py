@@ -1,0 +1,126 @@
+"""`search_supernet`: the real search — a trained supernet scores subnets, a latency table prices them.
+
+Accuracy of a subnet = the supernet's inherited weights, BatchNorm statistics
+recalibrated on a fixed subset of training images (`calib_images`, default 500: BN
+recalibration dominates the cost of one evaluation, and 500 images rank subnets
+about as well as OFA's 2000 on small data), top-1 on the validation split.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from hwnas.errors import UserError
+from hwnas.search.engine import Objective, ObjectiveSpec, check_budgets, run_search
+from hwnas.search.models import SearchConfig, SearchResult
+from hwnas.search.report import check_outputs, write_outputs
+
+DEFAULT_CALIB_IMAGES = 500
+
+
+def table_title(space_name: str, table: Any) -> str:
+    fp = table.fingerprint
+    threads = f"{fp.threads} thread{'s' if fp.threads != 1 else ''}"
+    return f"{space_name} on {fp.cpu_model} ({fp.provider}, {threads}{', int8' if table.int8 else ''})"
+
+
+def search_supernet(
+    ckpt_path: str | Path,
+    table_path: str | Path,
+    budgets: Sequence[float],
+    data: str | None,
+    out_dir: str | Path,
+    *,
+    force: bool = False,
+    seed: int = 0,
+    config: SearchConfig | None = None,
+    calib_images: int = DEFAULT_CALIB_IMAGES,
+    device: str = "cpu",
+    extra_objectives: Sequence[str] = (),
+    second_table: str | Path | None = None,
+    log: Callable[[str], None] | None = None,
+) -> SearchResult:
+    """Search a trained supernet under the budgets and write best.json, pareto.json, pareto.png, search.log.
+
+    `data` None means the DATA the checkpoint was trained on. The written files are in
+    `result.outputs` (keys best, pareto, plot, log, and best@<budget> with several budgets).
+    UserError for bad input (before anything is written).
+    """
+    import torch
+
+    from hwnas.data import calibration_subset, load_dataset
+    from hwnas.latency import LatencyPredictor, load_table
+    from hwnas.train import evaluate_subnet, load_supernet
+
+    say = log or (lambda m: None)
+    budgets = [float(b) for b in budgets]
+    check_outputs(out_dir, budgets, force)
+    if calib_images < 1:
+        raise UserError(f"--calib-images must be >= 1, got {calib_images}")
+    net, meta = load_supernet(ckpt_path, map_location=device)
+    space = meta.get_space()
+    table = load_table(table_path, space)
+    predictor = LatencyPredictor(table, space)
+    check_budgets(budgets, predictor.min_latency_ms())  # fail fast, before loading data
+    extras: list[ObjectiveSpec] = list(extra_objectives)
+    if second_table is not None:
+        t2 = load_table(second_table, space)
+        p2 = LatencyPredictor(t2, space)
+        extras.append(Objective("latency2_ms", p2.predict_genomes))
+        if set(p2.resolutions) != set(predictor.resolutions):
+            common = sorted(set(p2.resolutions) & set(predictor.resolutions))
+            if not common:
+                raise UserError(f"--table2 {second_table}: shares no resolution with --table {table_path}")
+            predictor = _RestrictedPredictor(predictor, common)
+    data_spec = data if data is not None else meta.data
+    ds = load_dataset(data_spec)
+    if ds.num_classes != space.num_classes:
+        raise UserError(
+            f"--data {data_spec}: has {ds.num_classes} classes but the supernet {ckpt_path} was trained for "
+            f"{space.num_classes} (on '{meta.data}')"
+        )
+    calib = calibration_subset(ds, n=calib_images, seed=seed)
+    n_eval = [0]
+    t_eval = [0.0]
+
+    def accuracy_fn(subnets: list) -> np.ndarray:
+        t = time.perf_counter()
+        with torch.no_grad():
+            out = np.array([evaluate_subnet(net, s, ds, calib=calib, device=device) for s in subnets], dtype=float)
+        n_eval[0] += len(subnets)
+        t_eval[0] += time.perf_counter() - t
+        return out
+
+    say(f"searching {space.name} supernet {ckpt_path} on {data_spec} ({int(ds.val_x.shape[0])} validation images, "
+        f"BN recalibration on {int(calib.shape[0])} training images) with table {table_path}")
+    result = run_search(space, accuracy_fn, predictor, budgets, seed=seed, config=config, extra_objectives=extras, log=log)
+    result.log.append(f"real evaluations took {t_eval[0]:.1f}s ({1000 * t_eval[0] / max(n_eval[0], 1):.0f} ms each); "
+                      f"data {data_spec}, calib_images {int(calib.shape[0])}, checkpoint {ckpt_path}, table {table_path}")
+    paths = write_outputs(result, out_dir, title=table_title(space.name, table), force=force)
+    result.outputs = {k: str(v) for k, v in paths.items()}
+    return result
+
+
+class _RestrictedPredictor:
+    """A latency predictor limited to resolutions both tables cover (for a second-device objective)."""
+
+    def __init__(self, inner: Any, resolutions: list[int]) -> None:
+        self._inner, self.resolutions = inner, list(resolutions)
+
+    def predict_genomes(self, X: np.ndarray) -> np.ndarray:
+        return self._inner.predict_genomes(X)
+
+    def min_latency_ms(self) -> float:
+        return self._inner.min_latency_ms() if self.resolutions == self._inner.resolutions else _min_over(self)
+
+
+def _min_over(p: "_RestrictedPredictor") -> float:
+    from hwnas.search.engine import _min_latency_genome
+    from hwnas.search.operators import GeneSpace
+
+    gs = GeneSpace.for_space(p._inner.space, p.resolutions)
+    return float(p.predict_genomes(_min_latency_genome(gs, p.predict_genomes)[None, :])[0])

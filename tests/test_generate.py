@@ -1,0 +1,157 @@
+"""`hwnas generate` end to end on tiny data, a tiny training config and a one-resolution table:
+outputs exist and agree with each other, the second run reuses both caches, bad input exits 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from PIL import Image
+
+from hwnas.cli import main
+from hwnas.errors import UserError
+from hwnas.export import read_metadata
+
+TINY_TRAIN = {
+    "phases": {name: {"epochs": 1, "lr": 0.05, "warmup_epochs": 0, "subnets_per_step": 1}
+               for name in ("full", "kernel", "depth1", "depth2", "expand1", "expand2")},
+    "batch_size": 32, "eval_subnets": 0, "flip": False,
+}
+TINY_SEARCH = {"pop_size": 8, "generations": 3, "init_samples": 6, "iterations": 1, "candidates_per_iteration": 3,
+               "predictors": ["ridge"], "cv_folds": 2}
+KW = dict(space="mbv3-tiny", train_config=TINY_TRAIN, profile_resolutions=[12], search_options=TINY_SEARCH, progress=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory) -> str:
+    """3 classes x (24 train, 8 val) 8x8 RGB images: a bright bar whose position is the class, plus noise."""
+    root = tmp_path_factory.mktemp("tinydata")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 24), ("val", 8)):
+        for c in range(3):
+            d = root / split / f"class{c}"
+            d.mkdir(parents=True)
+            for i in range(n):
+                img = rng.integers(0, 60, (8, 8, 3), dtype=np.uint8)
+                img[:, 2 * c + 1: 2 * c + 3, :] = 230
+                Image.fromarray(img).save(d / f"{i}.png")
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory, tiny_folder):
+    from hwnas.pipeline import generate
+
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("gen") / "run1"
+    # a budget every subnet at resolution 12 meets, so the test does not depend on timing noise
+    r = generate(10.0, out, data=tiny_folder, **KW)
+    return r, out
+
+
+def test_generate_writes_consistent_outputs(first_run, tiny_folder):
+    r, out = first_run
+    for name in ("model.onnx", "best.json", "pareto.json", "pareto.png", "report.md"):
+        assert (out / name).is_file(), name
+    for k in ("onnx", "report", "measured_latency_ms", "predicted_latency_ms", "val_acc", "budget_ms", "seconds"):
+        assert k in r
+    assert r["cache"] == {"table": "miss", "supernet": "miss"}
+    assert r["within_budget"] and r["measured_latency_ms"] <= r["budget_ms"] * 1.05
+    best = json.loads((out / "best.json").read_text())
+    meta = read_metadata(out / "model.onnx")
+    assert meta.subnet == best == r["subnet"]
+    assert meta.preprocessing.class_names == ["class0", "class1", "class2"]
+    assert meta.predicted_latency_ms == pytest.approx(r["predicted_latency_ms"])
+    pareto = json.loads((out / "pareto.json").read_text())
+    assert any(p["subnet"] == best for p in pareto)
+    report = (out / "report.md").read_text()
+    assert f"{r['measured_latency_ms']:.3f} ms" in report and "measured latency" in report
+    assert "![Pareto front](pareto.png)" in report and "| stage | block | kernel | expand |" in report
+    # the model runs in a fresh session on the validation images with the accuracy reported
+    from hwnas.data import augment_batch, load_dataset
+
+    ds = load_dataset(tiny_folder)
+    x = augment_batch(ds.val_x, best["resolution"], meta.preprocessing.mean, meta.preprocessing.std, train=False).numpy()
+    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    acc = float((sess.run(["logits"], {"input": x})[0].argmax(1) == ds.val_y.numpy()).mean())
+    assert acc == pytest.approx(r["val_acc"]) and acc == pytest.approx(r["val_acc_torch"])
+    onnx.checker.check_model(str(out / "model.onnx"))
+
+
+def test_second_run_reuses_both_caches(first_run, tiny_folder, tmp_path, monkeypatch):
+    import hwnas.latency as lat
+    import hwnas.train as tr
+
+    def boom(*a, **k):
+        raise AssertionError("cache miss: this should have been reused")
+
+    monkeypatch.setattr(lat, "profile_space", boom)
+    monkeypatch.setattr(tr, "train_supernet", boom)
+    from hwnas.pipeline import generate
+
+    r = generate(5.0, tmp_path / "run2", data=tiny_folder, **KW)
+    assert r["cache"] == {"table": "hit", "supernet": "hit"}
+    assert r["supernet"] == first_run[0]["supernet"] and r["table"] == first_run[0]["table"]
+    assert (tmp_path / "run2" / "model.onnx").is_file()
+
+
+def test_refuses_non_empty_out_without_force(first_run, tiny_folder, capsys):
+    r, out = first_run
+    before = (out / "model.onnx").read_bytes()
+    code = main(["generate", "--budget-ms", "10", "--out", str(out), "--data", tiny_folder])
+    err = capsys.readouterr().err
+    assert code == 2 and "--force" in err and "Traceback" not in err
+    assert (out / "model.onnx").read_bytes() == before
+
+
+def test_infeasible_budget_exits_2_with_the_minimum(first_run, tiny_folder, tmp_path):
+    from hwnas.pipeline import generate
+
+    with pytest.raises(UserError, match=r"fastest is predicted at [0-9.]+ ms"):
+        generate(1e-6, tmp_path / "x", data=tiny_folder, **KW)
+    assert not (tmp_path / "x" / "model.onnx").exists()
+
+
+def test_cli_bad_budget_and_unwritable_out_exit_2(tmp_path, capsys):
+    code = main(["generate", "--budget-ms", "-1", "--out", str(tmp_path / "o")])
+    assert code == 2 and "--budget-ms" in capsys.readouterr().err
+    f = tmp_path / "file"
+    f.write_text("x")
+    code = main(["generate", "--budget-ms", "1", "--out", str(f / "sub")])
+    err = capsys.readouterr().err
+    assert code == 2 and "not a folder" in err and "Traceback" not in err
+
+
+def test_measured_over_budget_falls_back_to_a_faster_front_member(first_run, tiny_folder, tmp_path, monkeypatch):
+    """The first export 'measures' at twice the budget; generate must export the next faster front member."""
+    import hwnas.export.core as core
+    from hwnas.pipeline import generate
+
+    budget = 10.0
+    calls: list[int] = []
+
+    def fake_measure(path, resolution, channels, threads, provider, protocol=None):
+        calls.append(resolution)
+        return budget * 2 if len(calls) == 1 else budget * 0.5
+
+    monkeypatch.setattr(core, "measure_model", fake_measure)
+    out = tmp_path / "run3"
+    r = generate(budget, out, data=tiny_folder, **KW)
+    pareto = json.loads((out / "pareto.json").read_text())
+    faster = [p for p in pareto if p["predicted_latency_ms"] < r["attempts"][0]["predicted_latency_ms"]]
+    report = (out / "report.md").read_text()
+    assert r["attempts"][0]["measured_latency_ms"] == budget * 2 and not r["attempts"][0]["within_budget"]
+    if faster:
+        assert len(r["attempts"]) == 2 and r["within_budget"] and r["measured_latency_ms"] == budget * 0.5
+        assert r["attempts"][1]["predicted_latency_ms"] < r["attempts"][0]["predicted_latency_ms"]
+        exported = read_metadata(out / "model.onnx").subnet
+        assert exported == r["attempts"][1]["subnet"] == json.loads((out / "best.json").read_text())
+        assert "## Budget check" in report
+    else:  # nothing faster on the front: the miss is reported, not hidden
+        assert not r["within_budget"] and any("budget" in w for w in r["warnings"])
+        assert "## Warnings" in report

@@ -1,0 +1,350 @@
+"""Latency tables, the predictor, profiling and the `profile` / `latency` commands."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from hwnas.cli import main
+from hwnas.errors import UserError
+from hwnas.latency import (
+    Calibration, EntryStats, Fingerprint, LatencyPredictor, LatencyTable, fit_calibration, load_table, measure_subnet,
+    profile_space, space_digest,
+)
+from hwnas.latency.pieces import all_pieces, compose, export_piece, net_keys, sample_subnets, slot_keys
+from hwnas.latency.table import CalibrationPoint, now_iso
+from hwnas.runtime import MeasureProtocol, make_session
+from hwnas.space import Encoding, Space, build_plan, load_space
+from hwnas.supernet.static import StaticNet, init_weights
+
+FAST = MeasureProtocol(warmup_runs=2, warmup_s=0.0, min_repeats=6, min_time_s=0.0, rounds=2, max_remeasure=0)
+
+
+def micro_space(name: str = "micro", num_classes: int = 3) -> Space:
+    """Two stages, two resolutions: every profiler code path (fixed block, SE, stride, residual,
+    a first block identical to the later ones) in a few dozen graphs."""
+    return Space.model_validate(dict(
+        name=name, num_classes=num_classes,
+        stem=dict(out_channels=8, kernel=3, stride=1, act="hswish"),
+        first_block=dict(out_channels=8, kernel=3, stride=1, act="relu"),
+        stages=[
+            dict(out_channels=8, stride=1, act="relu", se=False, depths=[1, 2], kernels=[3, 5], expands=[2, 3]),
+            dict(out_channels=16, stride=2, act="hswish", se=True, depths=[1, 2], kernels=[3], expands=[2]),
+        ],
+        head=dict(final_expand=16, feature_mix=24, act="hswish", dropout=0.0),
+        resolutions=[8, 12],
+    ))
+
+
+def all_subnets(space: Space):
+    """Every subnet of a (small) space."""
+    st = space.stages
+    per_stage = []
+    for s in st:
+        opts = []
+        for d in s.depths:
+            for ks in itertools.product(s.kernels, repeat=d):
+                for es in itertools.product(s.expands, repeat=d):
+                    opts.append((d, list(ks), list(es)))
+        per_stage.append(opts)
+    for r in space.resolutions:
+        for combo in itertools.product(*per_stage):
+            yield space.validate_subnet(dict(resolution=r, depths=[c[0] for c in combo], kernels=[c[1] for c in combo], expands=[c[2] for c in combo]))
+
+
+def synthetic_table(space: Space, resolutions=None, seed=0, scale=0.9, offset=0.05, per_piece=-0.01, per_mparam=0.0) -> LatencyTable:
+    """A table with made-up entries (no measuring): for exact predictor arithmetic tests."""
+    rng = np.random.default_rng(seed)
+    res = resolutions or space.resolutions
+    entries = {}
+    for k in all_pieces(space, res):
+        m = float(rng.uniform(0.05, 2.0))
+        entries[k] = EntryStats(median_ms=m, mean_ms=m, p10_ms=m * 0.95, p90_ms=m * 1.05, mad_ms=m * 0.01, repeats=10)
+    pts = [CalibrationPoint(resolution=res[0], pieces=5 + i, pieces_sum_ms=1.0 + i, measured_ms=1.0 + i) for i in range(3)]
+    cal = Calibration(scale=scale, offset_ms=offset, per_piece_ms=per_piece, per_mparam_ms=per_mparam, fit_mape=0.0, fit_max_abs_pct=0.0, raw_sum_bias_pct=0.0, points=pts)
+    fp = Fingerprint(cpu_model="test", cores=2, os="Linux", onnxruntime="1.0", provider="CPUExecutionProvider", threads=1)
+    return LatencyTable(
+        space=space.name, space_digest=space_digest(space), space_definition=space.model_dump(mode="json"), num_classes=space.num_classes,
+        resolutions=res, fingerprint=fp, protocol=MeasureProtocol(), created=now_iso(), seconds=1.0, entries=entries, calibration=cal,
+    )
+
+
+# ---------------------------------------------------------------- enumeration
+
+def test_enumeration_covers_every_piece_of_every_subnet():
+    space = load_space("mbv3-tiny")
+    pieces = all_pieces(space, space.resolutions)
+    # per resolution: 3 stages x (first, later) x 3 kernels x 3 expands + stem + fixed block + head
+    assert len(pieces) == len(space.resolutions) * (3 * 2 * 9 + 3)
+    for sub in sample_subnets(space, 60, seed=3):
+        assert set(net_keys(build_plan(space, sub))) <= set(pieces)
+
+
+def test_enumeration_dedupes_identical_slots_exactly():
+    space = micro_space()
+    pieces = all_pieces(space, space.resolutions)
+    used = {k for sub in all_subnets(space) for k in net_keys(build_plan(space, sub))}
+    assert used == set(pieces)  # nothing missing, nothing never used
+
+
+def test_sample_subnets_cycles_resolutions_and_is_seeded():
+    space = load_space("mbv3-cifar")
+    a = sample_subnets(space, 10, seed=5, resolutions=[24, 32])
+    assert [s.key() for s in a] == [s.key() for s in sample_subnets(space, 10, seed=5, resolutions=[24, 32])]
+    assert sorted(s.resolution for s in a) == [24] * 5 + [32] * 5
+    assert [s.key() for s in a] != [s.key() for s in sample_subnets(space, 10, seed=6, resolutions=[24, 32])]
+
+
+def test_composed_graph_computes_the_static_network():
+    """Calibration subnets are chained piece graphs; chaining a StaticNet's own pieces must give
+    that network's output, so the composed graph is the network."""
+    space = micro_space()
+    sub = space.largest(12)
+    torch.manual_seed(1)
+    net = StaticNet(build_plan(space, sub)).eval()
+    init_weights(net)
+    from hwnas.runtime import export_onnx_bytes
+
+    mods = [net.stem, *net.blocks, net.head]
+    x = torch.randn(1, 3, 12, 12)
+    datas, h = [], x
+    for m in mods:
+        datas.append(export_onnx_bytes(m, h, dynamic_batch=True, dynamic_spatial=True, input_name="input", output_name="output"))
+        h = m(h)
+    g = compose(datas, 3, 12, space.num_classes)
+    (y,) = make_session(g).run(None, {"input": x.numpy()})
+    np.testing.assert_allclose(y, net(x).detach().numpy(), rtol=1e-4, atol=1e-5)
+
+
+# ---------------------------------------------------------------- predictor arithmetic
+
+def test_predict_is_calibrated_sum_of_entries():
+    from hwnas.space import params
+
+    space = micro_space()
+    t = synthetic_table(space, per_mparam=2.5)
+    pred = LatencyPredictor(t, space)
+    for sub in sample_subnets(space, 20, seed=1):
+        keys = net_keys(build_plan(space, sub))
+        expected = 0.9 * sum(t.entries[k].median_ms for k in keys) + 0.05 - 0.01 * len(keys) + 2.5 * params(space, sub) / 1e6
+        assert pred.predict(sub) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("name", ["mbv3-tiny", "mbv3-imagenet"])
+def test_predict_genomes_equals_predict(name):
+    space = load_space(name)
+    res = space.resolutions[:3]
+    pred = LatencyPredictor(synthetic_table(space, res, per_mparam=0.7), space)
+    enc = Encoding(space)
+    subs = sample_subnets(space, 150, seed=2, resolutions=res)
+    X = np.stack([enc.encode(s) for s in subs])
+    X_noisy = X.copy()
+    # inactive genes must not matter: scramble them
+    rng = np.random.default_rng(0)
+    for row in X_noisy:
+        mask = ~enc.active_mask(row)
+        row[mask] = rng.integers(0, enc.upper()[mask] + 1)
+    got = pred.predict_genomes(X_noisy)
+    np.testing.assert_allclose(got, [pred.predict(s) for s in subs], rtol=1e-12)
+
+
+def test_predict_genomes_is_fast():
+    space = load_space("mbv3-imagenet")
+    pred = LatencyPredictor(synthetic_table(space, [128, 160, 192, 224]), space)
+    enc = Encoding(space)
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, enc.upper() + 1, size=(100_000, enc.length))
+    X[:, 0] = rng.choice([space.resolutions.index(r) for r in pred.resolutions], size=len(X))
+    t = time.perf_counter()
+    y = pred.predict_genomes(X)
+    assert time.perf_counter() - t < 2.0
+    assert y.shape == (100_000,) and np.all(np.isfinite(y))
+
+
+def test_min_latency_is_the_exact_minimum():
+    space = micro_space()
+    # negative piece cost (depth matters) and a parameter cost (slot choices trade off)
+    pred = LatencyPredictor(synthetic_table(space, per_piece=-0.3, per_mparam=-40.0, seed=4), space)
+    brute = min(pred.predict(s) for s in all_subnets(space))
+    assert pred.min_latency_ms() == pytest.approx(brute, rel=1e-12)
+
+
+def test_uncovered_resolution_is_refused():
+    space = micro_space()
+    pred = LatencyPredictor(synthetic_table(space, [12]), space)
+    assert pred.resolutions == [12]
+    with pytest.raises(UserError, match="not covered"):
+        pred.predict(space.smallest(8))
+    enc = Encoding(space)
+    with pytest.raises(UserError, match="not covered"):
+        pred.predict_genomes(enc.encode(space.smallest(8))[None])
+
+
+def test_head_with_other_class_count_uses_tables_head():
+    space = micro_space(num_classes=3)
+    t = synthetic_table(space)
+    other = micro_space(num_classes=7)
+    p3, p7 = LatencyPredictor(t, space), LatencyPredictor(t, other)
+    sub = space.largest()
+    assert p7.predict(other.validate_subnet(sub.model_dump())) == pytest.approx(p3.predict(sub))
+
+
+def test_fit_calibration_recovers_a_known_linear_model():
+    rng = np.random.default_rng(0)
+    pts = []
+    for _ in range(30):
+        n = int(rng.integers(8, 20))
+        s = float(rng.uniform(2, 40))
+        w = float(rng.uniform(0.5, 6))
+        pts.append(CalibrationPoint(resolution=32, pieces=n, pieces_sum_ms=s, mparams=w, measured_ms=0.92 * s + 0.3 - 0.02 * n + 0.1 * w))
+    c = fit_calibration(pts)
+    assert (c.scale, c.offset_ms, c.per_piece_ms, c.per_mparam_ms) == pytest.approx((0.92, 0.3, -0.02, 0.1), abs=1e-9)
+    assert c.fit_mape < 1e-9 and c.loo_mape < 1e-9
+    # without a parameter effect in the data the simpler form is kept (noise only would not help it)
+    pts2 = [p.model_copy(update={"measured_ms": 0.92 * p.pieces_sum_ms + 0.3 - 0.02 * p.pieces}) for p in pts]
+    c2 = fit_calibration(pts2)
+    assert c2.per_mparam_ms == pytest.approx(0.0, abs=1e-9) and c2.scale == pytest.approx(0.92)
+    with pytest.raises(UserError):
+        fit_calibration(pts[:2])
+
+
+# ---------------------------------------------------------------- table files
+
+def test_load_table_round_trip_and_refusals(tmp_path):
+    space = micro_space()
+    t = synthetic_table(space)
+    path = t.save(tmp_path / "t.json")
+    assert load_table(path, space).entries == t.entries
+    # another space
+    other = load_space("mbv3-tiny")
+    with pytest.raises(UserError, match="profiled for space 'micro'"):
+        load_table(path, other)
+    # damaged: a bad field, a missing field, truncated JSON, not a table, edited definition
+    raw = json.loads(path.read_text())
+    bad = dict(raw, resolutions="twelve")
+    (tmp_path / "b1.json").write_text(json.dumps(bad))
+    with pytest.raises(UserError, match=r"b1.json.*resolutions"):
+        load_table(tmp_path / "b1.json")
+    bad = {k: v for k, v in raw.items() if k != "calibration"}
+    (tmp_path / "b2.json").write_text(json.dumps(bad))
+    with pytest.raises(UserError, match=r"b2.json.*calibration"):
+        load_table(tmp_path / "b2.json")
+    (tmp_path / "b3.json").write_text(path.read_text()[:200])
+    with pytest.raises(UserError, match="b3.json: invalid JSON"):
+        load_table(tmp_path / "b3.json")
+    (tmp_path / "b4.json").write_text("[1, 2]")
+    with pytest.raises(UserError, match="not a latency table"):
+        load_table(tmp_path / "b4.json")
+    edited = json.loads(path.read_text())
+    edited["space_definition"]["stem"]["out_channels"] = 16
+    (tmp_path / "b5.json").write_text(json.dumps(edited))
+    with pytest.raises(UserError, match="space_digest"):
+        load_table(tmp_path / "b5.json")
+
+
+def test_predictor_refuses_table_missing_entries():
+    space = micro_space()
+    t = synthetic_table(space)
+    key = next(iter(t.entries))
+    broken = t.model_copy(update={"entries": {k: v for k, v in t.entries.items() if k != key}})
+    with pytest.raises(UserError, match="no entry for"):
+        LatencyPredictor(broken, space)
+
+
+# ---------------------------------------------------------------- real profiling (micro space)
+
+@pytest.fixture(scope="module")
+def profiled(tmp_path_factory):
+    """One real profile of the micro space through the CLI (module-scoped: a few seconds)."""
+    d = tmp_path_factory.mktemp("prof")
+    space = micro_space()
+    sp = d / "micro.json"
+    sp.write_text(json.dumps(space.model_dump(mode="json")))
+    out = d / "table.json"
+    return sp, out, space
+
+
+def test_profile_cli_writes_a_table_that_predicts(profiled, capsys):
+    sp, out, space = profiled
+    code = main(["profile", "--space", str(sp), "--out", str(out), "--calibration-subnets", "6", "--json"])
+    assert code == 0
+    d = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert d["table"] == str(out) and d["entries"] == len(all_pieces(space, space.resolutions)) and d["seconds"] > 0
+    t = load_table(out, space)
+    assert t.fingerprint.threads == 1 and t.fingerprint.batch == 1 and t.fingerprint.provider == "CPUExecutionProvider"
+    assert len(t.calibration.points) == 6 and t.calibration.scale > 0
+    assert all(e.p10_ms <= e.median_ms <= e.p90_ms for e in t.entries.values())
+    pred = LatencyPredictor(t, space)
+    assert 0 < pred.min_latency_ms() <= pred.predict(space.smallest(8)) + 1e-9
+    assert pred.predict(space.smallest(8)) < pred.predict(space.largest(12))
+
+
+def test_latency_predict_cli(profiled, tmp_path, capsys):
+    sp, out, space = profiled
+    if not out.exists():
+        pytest.skip("needs the profile test's table")
+    sub = space.largest(12)
+    f = tmp_path / "best.json"
+    f.write_text(json.dumps(sub.model_dump()))
+    assert main(["latency", "predict", "--table", str(out), "--subnet", str(f), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert d["predicted_latency_ms"] == pytest.approx(LatencyPredictor(load_table(out), space).predict(sub))
+    # a subnet of another space, and a subnet with a bad field -> exit 2 with the file named
+    f.write_text(json.dumps(dict(sub.model_dump(), space="mbv3-tiny")))
+    assert main(["latency", "predict", "--table", str(out), "--subnet", str(f)]) == 2
+    assert "mbv3-tiny" in capsys.readouterr().err
+    f.write_text(json.dumps(dict(sub.model_dump(), resolution=9)))
+    assert main(["latency", "predict", "--table", str(out), "--subnet", str(f)]) == 2
+    assert "resolution" in capsys.readouterr().err
+
+
+def test_latency_validate_cli(profiled, capsys):
+    sp, out, space = profiled
+    if not out.exists():
+        pytest.skip("needs the profile test's table")
+    assert main(["latency", "validate", "--table", str(out), "--samples", "4", "--seed", "3", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for k in ("samples", "within_5pct", "within_10pct", "kendall_tau", "rmse_ms", "mape", "noise_floor_pct"):
+        assert k in d
+    assert d["samples"] == 4 and 0 <= d["within_5pct"] <= d["within_10pct"] <= 1 and d["rmse_ms"] >= 0
+
+
+def test_profile_refuses_bad_flags(tmp_path, capsys):
+    out = tmp_path / "t.json"
+    assert main(["profile", "--space", "mbv3-tiny", "--out", str(out), "--resolutions", "13"]) == 2
+    assert "--resolutions" in capsys.readouterr().err
+    assert main(["profile", "--space", "mbv3-tiny", "--out", str(out), "--provider", "TPUExecutionProvider"]) == 2
+    assert "CPUExecutionProvider" in capsys.readouterr().err
+    assert main(["profile", "--space", "mbv3-tiny", "--out", str(out), "--threads", "0"]) == 2
+    assert not out.exists()
+    assert main(["latency", "predict", "--table", str(tmp_path / "none.json"), "--subnet", str(out)]) == 2
+
+
+def test_int8_profile_and_measure_subnet(tmp_path):
+    space = micro_space()
+    t = profile_space(space, tmp_path / "q.json", resolutions=[8], int8=True, progress=False, protocol=FAST, calibration_subnets=4)
+    assert t.int8 and load_table(tmp_path / "q.json", space).int8
+    assert set(t.entries) == set(all_pieces(space, [8]))
+    st = measure_subnet(space, space.largest(8), int8=True, protocol=FAST)
+    assert st.median_ms > 0 and st.repeats >= 6
+
+
+def test_shipped_tables_load_and_match_their_spaces():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "latency_tables"
+    files = sorted(root.glob("*.json"))
+    if not files:
+        pytest.skip("no shipped tables")
+    for f in files:
+        t = load_table(f)
+        space = load_space(t.space)
+        pred = LatencyPredictor(load_table(f, space), space)
+        assert pred.min_latency_ms() > 0
+        assert t.fingerprint.threads == int(f.stem.split("-cpu-")[1].split("t")[0])
+        assert t.int8 == f.stem.endswith("-int8")

@@ -1,0 +1,106 @@
+"""hwnas.runtime: export, sessions, measurement statistics, INT8 quantisation."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from torch import nn
+
+from hwnas.errors import UserError
+from hwnas.runtime import (
+    MeasureProtocol, export_onnx, export_onnx_bytes, fix_input_shape, make_session, measure_latency, ortbench,
+    quantize_static_qdq, stats_from_samples,
+)
+
+FAST = MeasureProtocol(warmup_runs=2, warmup_s=0.0, min_repeats=9, min_time_s=0.0, rounds=1, max_remeasure=0)
+
+
+def _net(cout: int = 8) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cout, 4)).eval()
+
+
+def test_export_matches_torch_with_dynamic_batch_and_metadata(tmp_path):
+    net = _net()
+    path = export_onnx(net, torch.randn(1, 3, 10, 10), tmp_path / "m.onnx", metadata={"hwnas.space": "demo"})
+    m = onnx.load(str(path))
+    assert {p.key: p.value for p in m.metadata_props}["hwnas.space"] == "demo"
+    assert [o.name for o in m.graph.output] == ["logits"]
+    x = torch.randn(3, 3, 10, 10)  # batch 3 through a graph exported at batch 1
+    (y,) = make_session(path).run(None, {"input": x.numpy()})
+    np.testing.assert_allclose(y, net(x).detach().numpy(), rtol=1e-4, atol=1e-5)
+    assert not list(tmp_path.glob(".*tmp"))  # atomic write left no temporary behind
+
+
+def test_fix_input_shape_pins_free_dimensions():
+    data = export_onnx_bytes(_net(), torch.randn(1, 3, 10, 10), dynamic_spatial=True)
+    dims = onnx.load_from_string(data).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param for d in dims][2:] == ["height", "width"]
+    fixed = onnx.load_from_string(fix_input_shape(data, (1, 3, 6, 6))).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in fixed] == [1, 3, 6, 6]
+    # the free-spatial graph runs at another size (what the profiler relies on)
+    s = make_session(data, dim_overrides={"batch": 1, "height": 14, "width": 14})
+    assert s.run(None, {"input": np.zeros((1, 3, 14, 14), np.float32)})[0].shape == (1, 4)
+
+
+def test_make_session_rejects_unknown_provider_and_bad_threads():
+    data = export_onnx_bytes(_net(), torch.randn(1, 3, 8, 8))
+    with pytest.raises(UserError, match="CPUExecutionProvider"):
+        make_session(data, provider="NoSuchExecutionProvider")
+    with pytest.raises(UserError, match="--threads"):
+        make_session(data, threads=0)
+    with pytest.raises(UserError, match="no such ONNX file"):
+        make_session("/nonexistent/model.onnx")
+
+
+def test_session_uses_deployment_options():
+    s = make_session(export_onnx_bytes(_net(), torch.randn(1, 3, 8, 8)), threads=2)
+    o = s.get_session_options()
+    assert o.intra_op_num_threads == 2 and o.inter_op_num_threads == 1
+    assert str(o.graph_optimization_level).endswith("ORT_ENABLE_ALL")
+
+
+def test_summary_statistics_are_exact():
+    st = stats_from_samples([1.0, 2.0, 3.0, 4.0, 100.0])
+    assert st.median_ms == 3.0 and st.mean_ms == pytest.approx(22.0)
+    assert st.mad_ms == 1.0 and st.repeats == 5
+    assert st.p10_ms == pytest.approx(1.4) and st.p90_ms == pytest.approx(61.6)
+    assert st.rel_spread == pytest.approx(1 / 3)
+    with pytest.raises(ValueError):
+        stats_from_samples([])
+
+
+def test_measure_latency_orders_small_and_large_graphs():
+    small = make_session(export_onnx_bytes(_net(4), torch.randn(1, 3, 8, 8)))
+    big_net = nn.Sequential(*[nn.Conv2d(3 if i == 0 else 64, 64, 3, padding=1) for i in range(4)]).eval()
+    big = make_session(export_onnx_bytes(big_net, torch.randn(1, 3, 48, 48), output_name="out"))
+    a = measure_latency(small, (1, 3, 8, 8), protocol=FAST)
+    b = measure_latency(big, (1, 3, 48, 48), protocol=FAST)
+    assert a.repeats >= 9 and a.p10_ms <= a.median_ms <= a.p90_ms
+    assert b.median_ms > 5 * a.median_ms
+
+
+def test_measure_many_interleaves_and_reports_every_job(tmp_path):
+    data = export_onnx_bytes(_net(), torch.randn(1, 3, 8, 8))
+    jobs = [{"key": f"j{i}", "model": data, "shape": [1, 3, 8, 8], "dim_overrides": {}} for i in range(3)]
+    proto = dict(FAST.model_dump(), rounds=3, min_repeats=12)
+    res = ortbench.measure_many(jobs, proto, progress=False)
+    assert sorted(res) == ["j0", "j1", "j2"]
+    assert all(r["repeats"] == 12 for r in res.values())  # 4 timed runs in each of 3 rounds
+
+
+def test_quantize_static_qdq_produces_close_int8_model(tmp_path):
+    net = _net(16)
+    f = export_onnx(net, torch.randn(1, 3, 12, 12), tmp_path / "f.onnx")
+    rng = np.random.default_rng(0)
+    calib = rng.standard_normal((8, 3, 12, 12)).astype(np.float32)
+    q = quantize_static_qdq(f, tmp_path / "q.onnx", calib)
+    ops = {n.op_type for n in onnx.load(str(q)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    x = calib[:4]
+    yf = make_session(f).run(None, {"input": x})[0]
+    yq = make_session(q).run(None, {"input": x})[0]
+    assert np.corrcoef(yf.ravel(), yq.ravel())[0, 1] > 0.98
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.onnx", "q.onnx"]  # no leftovers

@@ -1,0 +1,386 @@
+"""Unit tests for hwnas.train: config, phase sampling, losses, BN recalibration, evaluation, checkpoints."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+
+from hwnas.data import Dataset
+from hwnas.errors import TrainingDiverged, UserError
+from hwnas.space import Space, load_space, with_classes
+from hwnas.supernet import Supernet
+from hwnas.train.bn import recalibrate_bn
+from hwnas.train.checkpoint import SupernetMeta, load_checkpoint, load_supernet, save_checkpoint
+from hwnas.train.config import PHASES, TrainConfig, default_config, resolve_config
+from hwnas.train.evaluate import accuracy, evaluate_subnet
+from hwnas.train.losses import kd_loss, soft_target_ce, training_loss
+from hwnas.train.phases import eval_subnets, phase_space, sample_step
+from hwnas.train.schedule import CosineSchedule, make_optimizer
+
+
+def micro_space(num_classes: int = 2) -> Space:
+    """A two-stage space small enough to train in milliseconds, with every elastic dimension."""
+    ch = dict(depths=[1, 2, 3], kernels=[3, 5], expands=[2, 3, 4])
+    return Space.model_validate(dict(
+        name="micro", num_classes=num_classes,
+        stem=dict(out_channels=8, kernel=3, stride=1, act="hswish"),
+        stages=[dict(out_channels=8, stride=2, act="relu", se=False, **ch),
+                dict(out_channels=16, stride=1, act="hswish", se=True, **ch)],
+        head=dict(final_expand=16, feature_mix=None, act="hswish", dropout=0.0),
+        resolutions=[8, 12],
+    ))
+
+
+def tiny_dataset(n_train: int = 40, n_val: int = 16, seed: int = 0) -> Dataset:
+    """Two separable classes: bright left half vs bright right half (plus noise), 8x8 RGB uint8."""
+    g = torch.Generator().manual_seed(seed)
+
+    def make(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        y = torch.arange(n) % 2
+        x = torch.randint(0, 60, (n, 3, 8, 8), generator=g)
+        x[y == 0, :, :, :4] += 180
+        x[y == 1, :, :, 4:] += 180
+        return x.to(torch.uint8), y.to(torch.int64)
+
+    tx, ty = make(n_train)
+    vx, vy = make(n_val)
+    return Dataset("tiny", ["a", "b"], tx, ty, vx, vy, (0.4, 0.4, 0.4), (0.3, 0.3, 0.3), f"tiny{seed}")
+
+
+# ---------------------------------------------------------------- config
+
+
+def test_default_configs_are_valid_and_digits_do_not_flip():
+    tiny = load_space("mbv3-tiny")
+    d = default_config(tiny, "digits")
+    assert d.flip is False and default_config(tiny, "/some/folder").flip is True
+    ofa = default_config(load_space("mbv3-imagenet"), "/imagenet")
+    assert [ofa.phases.get(p).epochs for p in PHASES] == [180, 125, 25, 125, 25, 125]
+    assert [ofa.phases.get(p).subnets_per_step for p in PHASES] == [1, 1, 2, 2, 4, 4]
+
+
+def test_config_file_partial_override_and_field_errors(tmp_path: Path):
+    sp = load_space("mbv3-tiny")
+    f = tmp_path / "c.yaml"
+    f.write_text(yaml.safe_dump({"batch_size": 16, "phases": {"full": {"lr": 0.5}}}))
+    cfg = resolve_config(sp, "digits", f)
+    base = default_config(sp, "digits")
+    assert cfg.batch_size == 16 and cfg.phases.full.lr == 0.5
+    assert cfg.phases.full.epochs == base.phases.full.epochs  # untouched fields keep the defaults
+
+    f.write_text(yaml.safe_dump({"phases": {"kernel": {"lr": -1}}}))
+    with pytest.raises(UserError, match=r"c\.yaml: phases\.kernel\.lr"):
+        resolve_config(sp, "digits", f)
+    f.write_text(yaml.safe_dump({"batch_sise": 3}))
+    with pytest.raises(UserError, match="batch_sise"):
+        resolve_config(sp, "digits", f)
+    f.write_text(yaml.safe_dump({"phases": {"full": {"epochs": 1, "warmup_epochs": 2}}}))
+    with pytest.raises(UserError, match="warmup_epochs"):
+        resolve_config(sp, "digits", f)
+    zero = {"phases": {p: {"epochs": 0} for p in PHASES}}
+    with pytest.raises(UserError, match="at least one phase"):
+        resolve_config(sp, "digits", zero)
+    f.write_text("[1, 2]")
+    with pytest.raises(UserError, match="mapping"):
+        resolve_config(sp, "digits", f)
+
+
+def test_epochs_scale_keeps_every_training_phase():
+    cfg = default_config(load_space("mbv3-imagenet"), "x")
+    s = cfg.scaled(0.001)
+    assert all(s.phases.get(p).epochs == 1 for p in PHASES)
+    assert all(s.phases.get(p).warmup_epochs <= 1 for p in PHASES)
+    assert cfg.scaled(2.0).phases.full.epochs == 360
+    with pytest.raises(UserError, match="epochs-scale"):
+        cfg.scaled(0)
+
+
+# ---------------------------------------------------------------- phases
+
+
+def test_phase_space_restricts_choices():
+    sp = micro_space()
+    expect = {  # (kernels, depths, expands) allowed in each phase
+        "full": ([5], [3], [4]),
+        "kernel": ([3, 5], [3], [4]),
+        "depth1": ([3, 5], [2, 3], [4]),
+        "depth2": ([3, 5], [1, 2, 3], [4]),
+        "expand1": ([3, 5], [1, 2, 3], [3, 4]),
+        "expand2": ([3, 5], [1, 2, 3], [2, 3, 4]),
+    }
+    for phase, (ks, ds, es) in expect.items():
+        r = phase_space(sp, phase)
+        assert r.resolutions == sp.resolutions
+        for st in r.stages:
+            assert (st.kernels, st.depths, st.expands) == (ks, ds, es), phase
+        seen_k, seen_d, seen_e = set(), set(), set()
+        for step in range(60):
+            _, subs = sample_step(sp, phase, seed=0, epoch=0, step=step, count=2)
+            for s in subs:
+                seen_d.update(s.depths)
+                seen_k.update(k for row in s.kernels for k in row)
+                seen_e.update(e for row in s.expands for e in row)
+        assert (sorted(seen_k), sorted(seen_d), sorted(seen_e)) == (ks, ds, es), phase
+    with pytest.raises(ValueError, match="unknown phase"):
+        phase_space(sp, "width")
+
+
+def test_step_sampling_is_a_pure_function_of_the_position():
+    sp = micro_space()
+    a = sample_step(sp, "expand2", 3, 1, 7, 4)
+    b = sample_step(sp, "expand2", 3, 1, 7, 4)
+    c = sample_step(sp, "expand2", 3, 1, 8, 4)
+    assert a == b
+    assert a != c
+    res, subs = a
+    assert all(s.resolution == res for s in subs)
+    names = [n for n, _ in eval_subnets(sp, 2, seed=0)]
+    assert names == ["smallest", "largest", "random0", "random1"]
+    assert eval_subnets(sp, 2, 0) == eval_subnets(sp, 2, 0)
+
+
+# ---------------------------------------------------------------- losses and schedule
+
+
+def test_kd_loss_is_soft_cross_entropy_minimised_at_the_teacher():
+    torch.manual_seed(1)
+    t = torch.randn(6, 5)
+    s = torch.randn(6, 5, requires_grad=True)
+    p = F.softmax(t / 2.0, 1)
+    manual = -(p * F.log_softmax(s / 2.0, 1)).sum(1).mean() * 4.0
+    assert torch.allclose(kd_loss(s, t, 2.0), manual)
+    # KL >= 0: the loss at the teacher's logits is its minimum (the teacher's entropy) and the gradient vanishes
+    at_teacher = t.clone().requires_grad_(True)
+    loss_t = kd_loss(at_teacher, t, 1.0)
+    loss_t.backward()
+    assert at_teacher.grad is not None and at_teacher.grad.abs().max() < 1e-6
+    assert kd_loss(s, t, 1.0) > loss_t
+    assert torch.allclose(soft_target_ce(s, F.one_hot(torch.tensor([1, 0, 2, 3, 4, 0]), 5).float()),
+                          F.cross_entropy(s, torch.tensor([1, 0, 2, 3, 4, 0])))
+    y = torch.tensor([0, 1, 2, 3, 4, 0])
+    hard = F.cross_entropy(s, y, label_smoothing=0.1)
+    assert torch.allclose(training_loss(s, y, None, label_smoothing=0.1, kd_weight=1.0, kd_temperature=1.0), hard)
+    both = training_loss(s, y, t, label_smoothing=0.1, kd_weight=0.5, kd_temperature=1.0)
+    assert torch.allclose(both, hard + 0.5 * kd_loss(s, t, 1.0))
+
+
+def test_cosine_schedule_and_no_decay_groups():
+    sch = CosineSchedule(1.0, total_iters=10, warmup_iters=2)
+    lrs = [sch.lr_at(t) for t in range(10)]
+    assert lrs[0] == pytest.approx(0.5) and lrs[1] == pytest.approx(1.0)
+    assert lrs[2] == pytest.approx(1.0) and all(a >= b for a, b in zip(lrs[2:], lrs[3:]))
+    assert lrs[-1] < 0.05
+    net = Supernet(micro_space())
+    opt = make_optimizer(net, 0.1, 0.9, True, 1e-4)
+    decay, no_decay = opt.param_groups
+    assert decay["weight_decay"] == 1e-4 and no_decay["weight_decay"] == 0.0
+    assert all(p.ndim > 1 for p in decay["params"]) and all(p.ndim == 1 for p in no_decay["params"])
+    bn_weights = {id(m.weight) for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    assert bn_weights <= {id(p) for p in no_decay["params"]}
+    assert opt.defaults["nesterov"] is True
+
+
+# ---------------------------------------------------------------- BN recalibration and evaluation
+
+
+def _first_bn_input(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return net.stem[0](x) if hasattr(net, "stem") else x
+
+
+@pytest.mark.parametrize("kind", ["static", "supernet"])
+def test_recalibrate_bn_gives_exact_statistics(kind: str):
+    sp = micro_space()
+    sup = Supernet(sp)
+    sub = sp.validate_subnet(dict(resolution=8, depths=[2, 1], kernels=[[3, 5], [3]], expands=[[2, 3], [2]]))
+    ds = tiny_dataset(n_train=37)
+    net: torch.nn.Module
+    if kind == "static":
+        net = sup.extract(sub)
+    else:
+        sup.set_active(sub)
+        net = sup
+    net.eval()
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.fill_(5.0)
+            m.running_var.fill_(7.0)
+    recalibrate_bn(net, ds.train_x, 8, ds.mean, ds.std, batch_size=37)  # one batch: stats of all images
+    assert not net.training  # mode restored
+    from hwnas.data import augment_batch
+
+    x = augment_batch(ds.train_x, 8, ds.mean, ds.std, train=False)
+    with torch.no_grad():
+        h = net.stem[0](x)
+    bn = net.stem[1]
+    assert torch.allclose(bn.running_mean, h.mean((0, 2, 3)), atol=1e-5)
+    assert torch.allclose(bn.running_var, h.var((0, 2, 3), unbiased=True), rtol=1e-4, atol=1e-6)
+    assert bn.momentum == 0.1  # restored
+    if kind == "supernet":
+        # the first elastic block runs expand 2 -> 16 of its 32 channels: only that slice is re-estimated
+        ebn = sup.stages[0][0].expand_bn
+        assert torch.all(ebn.running_mean[16:] == 5.0) and not torch.any(ebn.running_mean[:16] == 5.0)
+        assert torch.all(sup.stages[0][2].expand_bn.running_mean == 5.0)  # inactive block untouched
+    # several batches: the batch-size-weighted average of per-batch statistics
+    recalibrate_bn(net, ds.train_x, 8, ds.mean, ds.std, batch_size=20)
+    parts = [h[:20], h[20:]]
+    m_avg = sum(p.shape[0] * p.mean((0, 2, 3)) for p in parts) / 37
+    v_avg = sum(p.shape[0] * p.var((0, 2, 3), unbiased=True) for p in parts) / 37
+    assert torch.allclose(bn.running_mean, m_avg, atol=1e-5)
+    assert torch.allclose(bn.running_var, v_avg, rtol=1e-4, atol=1e-6)
+
+
+def test_evaluate_subnet_leaves_supernet_unchanged():
+    sp = micro_space()
+    sup = Supernet(sp)
+    sup.train()
+    active = sp.smallest()
+    sup.set_active(active)
+    before = {k: v.clone() for k, v in sup.state_dict().items()}
+    ds = tiny_dataset()
+    sub = sp.sample(seed=3)
+    acc = evaluate_subnet(sup, sub, ds)
+    assert 0.0 <= acc <= 1.0
+    after = sup.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert sup.training and sup.active == active
+    # and it is the accuracy of the extracted, recalibrated network
+    net = sup.extract(sub)
+    recalibrate_bn(net, ds.train_x, sub.resolution, ds.mean, ds.std)
+    assert acc == accuracy(net, ds.val_x, ds.val_y, sub.resolution, ds.mean, ds.std)
+
+
+def test_accuracy_counts_correct_predictions():
+    class Oracle(torch.nn.Module):  # predicts class 1 iff the right half is brighter
+        def forward(self, x):
+            right = x[:, :, :, x.shape[3] // 2:].mean((1, 2, 3))
+            left = x[:, :, :, : x.shape[3] // 2].mean((1, 2, 3))
+            return torch.stack([left, right], 1)
+
+    ds = tiny_dataset()
+    assert accuracy(Oracle(), ds.val_x, ds.val_y, 8, ds.mean, ds.std, batch_size=5) == 1.0
+    flipped = 1 - ds.val_y
+    assert accuracy(Oracle(), ds.val_x, flipped, 8, ds.mean, ds.std) == 0.0
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def _meta(space: Space) -> dict:
+    cfg = default_config(space, "tiny")
+    return SupernetMeta(space=space.model_dump(mode="json"), data="tiny", data_fingerprint="f", config=cfg.model_dump(mode="json"),
+                        phase="kernel", epoch=3, finished=False, metrics={"acc": {"largest": 0.5}}).model_dump(mode="json")
+
+
+def test_checkpoint_round_trip_weights_only(tmp_path: Path):
+    sp = micro_space(num_classes=3)
+    net = Supernet(sp)
+    opt = make_optimizer(net, 0.1, 0.9, True, 1e-4)
+    net(torch.randn(2, 3, 8, 8)).sum().backward()
+    opt.step()
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, {"meta": _meta(sp), "model": net.state_dict(), "optimizer": opt.state_dict(),
+                           "rng": {"torch": torch.get_rng_state()}})
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temporary file left behind
+    raw = torch.load(path, weights_only=True)  # plain data and tensors only
+    assert raw["format"] == "hwnas-supernet" and raw["meta"]["epoch"] == 3
+    state = load_checkpoint(path)
+    opt2 = make_optimizer(Supernet(sp), 0.1, 0.9, True, 1e-4)
+    opt2.load_state_dict(state["optimizer"])
+    loaded, meta = load_supernet(path, space=sp)
+    assert meta.phase == "kernel" and meta.get_space() == sp
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), loaded.state_dict().values()))
+    # the classifier width is ignored when checking the space
+    load_supernet(path, space=with_classes(sp, 10))
+    with pytest.raises(UserError, match="mbv3-tiny"):
+        load_supernet(path, space=load_space("mbv3-tiny"))
+    other = sp.model_copy(update={"resolutions": [8]})
+    with pytest.raises(UserError, match="different structure"):
+        load_supernet(path, space=other)
+
+
+def test_damaged_and_foreign_checkpoints_name_the_file(tmp_path: Path):
+    sp = micro_space()
+    good = tmp_path / "good.pt"
+    save_checkpoint(good, {"meta": _meta(sp), "model": Supernet(sp).state_dict()})
+    data = good.read_bytes()
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError, match=r"bad\.pt: damaged"):
+        load_checkpoint(bad)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(2)}, foreign)
+    with pytest.raises(UserError, match=r"foreign\.pt: not an hwnas"):
+        load_checkpoint(foreign)
+    with pytest.raises(UserError, match=r"missing\.pt: no such"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+# ---------------------------------------------------------------- the training loop in-process
+
+
+def _tiny_cfg(**over) -> TrainConfig:
+    phases = {p: dict(epochs=1, lr=0.05, warmup_epochs=0, subnets_per_step=k) for p, k in zip(PHASES, [1, 1, 2, 2, 2, 2])}
+    d = dict(phases=phases, batch_size=8, eval_subnets=1, flip=False, checkpoint_every_seconds=0)
+    d.update(over)
+    return TrainConfig.model_validate(d)
+
+
+@pytest.fixture()
+def tiny_data(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Route DATA 'tinydata' to the in-memory dataset (the data loader itself is tested in test_data.py)."""
+    import hwnas.train.api as api
+
+    real = api.load_dataset
+    monkeypatch.setattr(api, "load_dataset", lambda spec: tiny_dataset() if spec == "tinydata" else real(spec))
+    return "tinydata"
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path, tiny_data: str, monkeypatch: pytest.MonkeyPatch):
+    import hwnas.train.api as api
+
+    calls = {"n": 0}
+    real_loss = api.training_loss
+
+    def flaky(*a, **k):  # finite for the whole first phase (5 steps), then NaN
+        calls["n"] += 1
+        loss = real_loss(*a, **k)
+        return loss * float("nan") if calls["n"] > 5 else loss
+
+    monkeypatch.setattr(api, "training_loss", flaky)
+    out = tmp_path / "sn.pt"
+    with pytest.raises(TrainingDiverged, match=r"loss became nan in phase kernel.*sn\.pt.*kept"):
+        api.train_supernet(micro_space(), tiny_data, out, config=_tiny_cfg(), progress=False)
+    state = load_checkpoint(out)
+    assert state["meta"]["epoch"] == 1 and state["meta"]["phase"] == "kernel"
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    net, meta = load_supernet(out)
+    assert meta.metrics["phase"] == "full"
+
+
+def test_train_in_process_result_and_checkpoint(tmp_path: Path, tiny_data: str):
+    import hwnas.train.api as api
+
+    out = tmp_path / "sn.pt"
+    res = api.train_supernet(micro_space(), tiny_data, out, config=_tiny_cfg(), progress=False)
+    assert res["epochs"] == 6 and res["finished"] and res["checkpoint"] == str(out.resolve())
+    net, meta = load_supernet(out, space=micro_space())
+    assert meta.finished and meta.epoch == 6 and meta.data == "tinydata"
+    assert res["val_acc_max"] == meta.metrics["acc"]["largest"]
+    assert res["weights_sha256"] == api.weights_digest(net)
+    state = load_checkpoint(out)
+    assert state["teacher"] is not None  # the phase-1 network distils the later phases
+    lines = [yaml.safe_load(x) for x in api.metrics_path(out).read_text().splitlines()]
+    assert [r["phase"] for r in lines if r["type"] == "eval"] == list(PHASES)
+    # a finished checkpoint resumes to the same result without training
+    again = api.train_supernet(micro_space(), tiny_data, out, resume=True, progress=False)
+    assert again["weights_sha256"] == res["weights_sha256"] and again["epochs"] == 6
+    with pytest.raises(UserError, match="already exists"):
+        api.train_supernet(micro_space(), tiny_data, out, config=_tiny_cfg(), progress=False)
+    with pytest.raises(UserError, match="differ from the config"):
+        api.train_supernet(micro_space(), tiny_data, out, config=_tiny_cfg(seed=1), resume=True, progress=False)
