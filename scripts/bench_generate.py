@@ -126,7 +126,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--budgets", type=float, nargs=3, default=[0.06, 0.1, 0.15], help="ms, first one runs on an empty cache")
     ap.add_argument("--cifar", default=str(ROOT.parent / "shared" / "datasets" / "cifar10-small"))
-    ap.add_argument("--cifar-epochs", type=int, default=3)
+    ap.add_argument("--cifar-epochs", type=int, default=2)
     ap.add_argument("--skip-generate", action="store_true")
     ap.add_argument("--skip-int8", action="store_true")
     ap.add_argument("--work", help="keep outputs here (default: a temporary folder)")

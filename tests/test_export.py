@@ -264,3 +264,42 @@ def test_cli_read_only_folder_exits_2(ckpt, subnet, tmp_path, capsys):
     finally:
         ro.chmod(0o700)
     assert code == 2 and "not writable" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def table16(tmp_path_factory, supernet):
+    """A real (small) latency table of this machine: one resolution, few calibration subnets."""
+    from hwnas.latency import profile_space
+
+    path = tmp_path_factory.mktemp("table") / "table.json"
+    return profile_space(supernet.space, path, resolutions=[16], calibration_subnets=4, progress=False)
+
+
+def test_export_with_table_predicts_and_records_the_target(supernet, subnet, tiny_ds, table16, tmp_path):
+    from hwnas.latency import LatencyPredictor
+
+    r = export_subnet(supernet, subnet, tiny_ds, tmp_path / "m.onnx", table=table16, progress=False)
+    assert r.predicted_latency_ms == pytest.approx(LatencyPredictor(table16, supernet.space).predict(subnet))
+    assert r.threads == table16.fingerprint.threads and r.provider == table16.fingerprint.provider
+    meta = read_metadata(tmp_path / "m.onnx")
+    assert meta.predicted_latency_ms == pytest.approx(r.predicted_latency_ms)
+    assert meta.latency_target["fingerprint"]["cpu_model"] == table16.fingerprint.cpu_model
+    rel = abs(r.measured_latency_ms - r.predicted_latency_ms) / r.predicted_latency_ms
+    assert (rel > 0.10) == bool(r.warnings)  # warned exactly when off by more than 10%
+
+
+def test_export_refuses_a_resolution_the_table_does_not_cover(supernet, tiny_ds, table16, tmp_path):
+    sub12 = supernet.space.smallest(12)
+    with pytest.raises(UserError, match="not covered by the table"):
+        export_subnet(supernet, sub12, tiny_ds, tmp_path / "m.onnx", table=table16, progress=False)
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_latency_warning_threshold():
+    from hwnas.export.core import _check_latency
+
+    warnings: list[str] = []
+    _check_latency(1.09, 1.0, "fp32", warnings)
+    assert warnings == []
+    _check_latency(0.85, 1.0, "fp32", warnings)
+    assert len(warnings) == 1 and "-15%" in warnings[0]

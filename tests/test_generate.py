@@ -4,7 +4,6 @@ outputs exist and agree with each other, the second run reuses both caches, bad 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -155,3 +154,27 @@ def test_measured_over_budget_falls_back_to_a_faster_front_member(first_run, tin
     else:  # nothing faster on the front: the miss is reported, not hidden
         assert not r["within_budget"] and any("budget" in w for w in r["warnings"])
         assert "## Warnings" in report
+
+
+def test_interrupted_training_leaves_no_cache_entry_and_a_damaged_partial_is_redone(tiny_folder):
+    """Only a finished checkpoint gets the cache name; a damaged `.partial` left by a crash is discarded."""
+    from hwnas.cache import cache_dir, digest
+    from hwnas.data import load_dataset
+    from hwnas.pipeline import cached_supernet, supernet_cache_key
+    from hwnas.space import load_space, with_classes
+    from hwnas.train import load_supernet
+    from hwnas.train.config import resolve_config
+
+    ds = load_dataset(tiny_folder)
+    sp = with_classes(load_space("mbv3-tiny"), ds.num_classes)
+    cfg = resolve_config(sp, tiny_folder, {**TINY_TRAIN, "seed": 7})
+    key = digest(supernet_cache_key(sp, ds.fingerprint, cfg))
+    final = cache_dir("supernets") / f"{sp.name}-{key}.pt"
+    partial = final.with_name(f".{final.stem}.partial.pt")
+    partial.write_bytes(b"half a checkpoint")
+    assert not final.exists()
+    path, hit = cached_supernet(sp, tiny_folder, ds.fingerprint, cfg, progress=False)
+    assert path == final and not hit and not partial.exists()
+    net, meta = load_supernet(path)
+    assert meta.finished and meta.config == cfg.model_dump(mode="json")
+    assert cached_supernet(sp, tiny_folder, ds.fingerprint, cfg, progress=False) == (final, True)

@@ -57,16 +57,17 @@ def all_subnets(space: Space):
             yield space.validate_subnet(dict(resolution=r, depths=[c[0] for c in combo], kernels=[c[1] for c in combo], expands=[c[2] for c in combo]))
 
 
-def synthetic_table(space: Space, resolutions=None, seed=0, scale=0.9, offset=0.05, per_piece=-0.01, per_mparam=0.0) -> LatencyTable:
+def synthetic_table(space: Space, resolutions=None, seed=0, scale=0.9, offset=0.05, per_piece=-0.01, per_mparam=0.0, scale_hot=0.0) -> LatencyTable:
     """A table with made-up entries (no measuring): for exact predictor arithmetic tests."""
     rng = np.random.default_rng(seed)
     res = resolutions or space.resolutions
     entries = {}
     for k in all_pieces(space, res):
         m = float(rng.uniform(0.05, 2.0))
-        entries[k] = EntryStats(median_ms=m, mean_ms=m, p10_ms=m * 0.95, p90_ms=m * 1.05, mad_ms=m * 0.01, repeats=10)
+        entries[k] = EntryStats(median_ms=m, mean_ms=m, p10_ms=m * 0.95, p90_ms=m * 1.05, mad_ms=m * 0.01, repeats=10,
+                                hot_median_ms=float(m * rng.uniform(0.5, 1.0)))
     pts = [CalibrationPoint(resolution=res[0], pieces=5 + i, pieces_sum_ms=1.0 + i, measured_ms=1.0 + i) for i in range(3)]
-    cal = Calibration(scale=scale, offset_ms=offset, per_piece_ms=per_piece, per_mparam_ms=per_mparam, fit_mape=0.0, fit_max_abs_pct=0.0, raw_sum_bias_pct=0.0, points=pts)
+    cal = Calibration(scale=scale, offset_ms=offset, per_piece_ms=per_piece, per_mparam_ms=per_mparam, scale_hot=scale_hot, fit_mape=0.0, fit_max_abs_pct=0.0, raw_sum_bias_pct=0.0, points=pts)
     fp = Fingerprint(cpu_model="test", cores=2, os="Linux", onnxruntime="1.0", provider="CPUExecutionProvider", threads=1)
     return LatencyTable(
         space=space.name, space_digest=space_digest(space), space_definition=space.model_dump(mode="json"), num_classes=space.num_classes,
@@ -127,11 +128,12 @@ def test_predict_is_calibrated_sum_of_entries():
     from hwnas.space import params
 
     space = micro_space()
-    t = synthetic_table(space, per_mparam=2.5)
+    t = synthetic_table(space, per_mparam=2.5, scale_hot=0.3)
     pred = LatencyPredictor(t, space)
     for sub in sample_subnets(space, 20, seed=1):
         keys = net_keys(build_plan(space, sub))
-        expected = 0.9 * sum(t.entries[k].median_ms for k in keys) + 0.05 - 0.01 * len(keys) + 2.5 * params(space, sub) / 1e6
+        expected = (0.9 * sum(t.entries[k].median_ms for k in keys) + 0.3 * sum(t.entries[k].hot_median_ms for k in keys)
+                    + 0.05 - 0.01 * len(keys) + 2.5 * params(space, sub) / 1e6)
         assert pred.predict(sub) == pytest.approx(expected, rel=1e-12)
 
 
@@ -139,7 +141,7 @@ def test_predict_is_calibrated_sum_of_entries():
 def test_predict_genomes_equals_predict(name):
     space = load_space(name)
     res = space.resolutions[:3]
-    pred = LatencyPredictor(synthetic_table(space, res, per_mparam=0.7), space)
+    pred = LatencyPredictor(synthetic_table(space, res, per_mparam=0.7, scale_hot=0.4), space)
     enc = Encoding(space)
     subs = sample_subnets(space, 150, seed=2, resolutions=res)
     X = np.stack([enc.encode(s) for s in subs])
@@ -160,16 +162,19 @@ def test_predict_genomes_is_fast():
     rng = np.random.default_rng(0)
     X = rng.integers(0, enc.upper() + 1, size=(100_000, enc.length))
     X[:, 0] = rng.choice([space.resolutions.index(r) for r in pred.resolutions], size=len(X))
-    t = time.perf_counter()
-    y = pred.predict_genomes(X)
-    assert time.perf_counter() - t < 2.0
+    best = float("inf")
+    for _ in range(3):  # best of three: the CI machine is shared
+        t = time.perf_counter()
+        y = pred.predict_genomes(X)
+        best = min(best, time.perf_counter() - t)
+    assert best < 1.5
     assert y.shape == (100_000,) and np.all(np.isfinite(y))
 
 
 def test_min_latency_is_the_exact_minimum():
     space = micro_space()
     # negative piece cost (depth matters) and a parameter cost (slot choices trade off)
-    pred = LatencyPredictor(synthetic_table(space, per_piece=-0.3, per_mparam=-40.0, seed=4), space)
+    pred = LatencyPredictor(synthetic_table(space, per_piece=-0.3, per_mparam=-40.0, scale_hot=0.5, seed=4), space)
     brute = min(pred.predict(s) for s in all_subnets(space))
     assert pred.min_latency_ms() == pytest.approx(brute, rel=1e-12)
 
@@ -201,14 +206,17 @@ def test_fit_calibration_recovers_a_known_linear_model():
         n = int(rng.integers(8, 20))
         s = float(rng.uniform(2, 40))
         w = float(rng.uniform(0.5, 6))
-        pts.append(CalibrationPoint(resolution=32, pieces=n, pieces_sum_ms=s, mparams=w, measured_ms=0.92 * s + 0.3 - 0.02 * n + 0.1 * w))
+        h = s * float(rng.uniform(0.4, 0.9))
+        pts.append(CalibrationPoint(resolution=32, pieces=n, pieces_sum_ms=s, pieces_hot_sum_ms=h, mparams=w,
+                                    measured_ms=0.92 * s + 0.2 * h + 0.3 - 0.02 * n + 0.1 * w))
     c = fit_calibration(pts)
-    assert (c.scale, c.offset_ms, c.per_piece_ms, c.per_mparam_ms) == pytest.approx((0.92, 0.3, -0.02, 0.1), abs=1e-9)
+    assert (c.scale, c.scale_hot, c.offset_ms, c.per_piece_ms, c.per_mparam_ms) == pytest.approx((0.92, 0.2, 0.3, -0.02, 0.1), abs=1e-9)
     assert c.fit_mape < 1e-9 and c.loo_mape < 1e-9
     # without a parameter effect in the data the simpler form is kept (noise only would not help it)
     pts2 = [p.model_copy(update={"measured_ms": 0.92 * p.pieces_sum_ms + 0.3 - 0.02 * p.pieces}) for p in pts]
     c2 = fit_calibration(pts2)
     assert c2.per_mparam_ms == pytest.approx(0.0, abs=1e-9) and c2.scale == pytest.approx(0.92)
+    assert c2.scale_hot == pytest.approx(0.0, abs=1e-9)
     with pytest.raises(UserError):
         fit_calibration(pts[:2])
 
@@ -277,7 +285,7 @@ def test_profile_cli_writes_a_table_that_predicts(profiled, capsys):
     assert d["table"] == str(out) and d["entries"] == len(all_pieces(space, space.resolutions)) and d["seconds"] > 0
     t = load_table(out, space)
     assert t.fingerprint.threads == 1 and t.fingerprint.batch == 1 and t.fingerprint.provider == "CPUExecutionProvider"
-    assert len(t.calibration.points) == 6 and t.calibration.scale > 0
+    assert len(t.calibration.points) == 6 and t.calibration.scale + t.calibration.scale_hot > 0
     assert all(e.p10_ms <= e.median_ms <= e.p90_ms for e in t.entries.values())
     pred = LatencyPredictor(t, space)
     assert 0 < pred.min_latency_ms() <= pred.predict(space.smallest(8)) + 1e-9

@@ -363,11 +363,20 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path, tiny_data
     assert meta.metrics["phase"] == "full"
 
 
-def test_train_in_process_result_and_checkpoint(tmp_path: Path, tiny_data: str):
+def test_train_in_process_result_and_checkpoint(tmp_path: Path, tiny_data: str, monkeypatch: pytest.MonkeyPatch):
     import hwnas.train.api as api
 
+    reorders: list[str] = []
+    real_reorder = Supernet.reorder_channels
+
+    def counting(self):
+        reorders.append("x")
+        return real_reorder(self)
+
+    monkeypatch.setattr(Supernet, "reorder_channels", counting)
     out = tmp_path / "sn.pt"
     res = api.train_supernet(micro_space(), tiny_data, out, config=_tiny_cfg(), progress=False)
+    assert len(reorders) == 2  # once at the start of each expand phase
     assert res["epochs"] == 6 and res["finished"] and res["checkpoint"] == str(out.resolve())
     net, meta = load_supernet(out, space=micro_space())
     assert meta.finished and meta.epoch == 6 and meta.data == "tinydata"

@@ -50,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
     from hwnas.train import load_supernet
 
     net, meta = load_supernet(args.supernet, map_location="cpu")
+    if not meta.finished:
+        log(f"note: {args.supernet} is an unfinished training run (phase {meta.phase}, {meta.epoch} epochs); exporting it anyway")
     space = net.space
     try:
         subnet = space.validate_subnet(sub_obj)

@@ -62,7 +62,7 @@ def _summary(table, path: str, seconds: float) -> tuple[dict, str]:
         "threads": table.fingerprint.threads,
         "provider": table.fingerprint.provider,
         "int8": table.int8,
-        "calibration": {"scale": c.scale, "offset_ms": c.offset_ms, "per_piece_ms": c.per_piece_ms,
+        "calibration": {"scale": c.scale, "scale_hot": c.scale_hot, "per_mparam_ms": c.per_mparam_ms, "offset_ms": c.offset_ms, "per_piece_ms": c.per_piece_ms,
                         "fit_mape": c.fit_mape, "raw_sum_bias_pct": c.raw_sum_bias_pct, "subnets": len(c.points)},
     }
     human = (

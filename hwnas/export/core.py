@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -147,9 +146,9 @@ def export_subnet(
         raise UserError(f"DATA {ds.name}: images have {ds.train_x.shape[1]} channels, the space expects {space.in_channels}")
     table = _table_of(table, space)
     if table is not None:
-        t_threads, provider = int(getattr(table, "threads", 1)), str(getattr(table, "provider", "CPUExecutionProvider"))
-        protocol = getattr(table, "protocol", None)
-        precision = "int8" if bool(getattr(table, "int8", False)) else "fp32"
+        t_threads, provider = int(table.fingerprint.threads), str(table.fingerprint.provider)
+        protocol = table.protocol
+        precision = "int8" if table.int8 else "fp32"
     else:
         t_threads, provider, protocol, precision = 1, "CPUExecutionProvider", None, "fp32"
     threads = threads or t_threads
@@ -160,6 +159,7 @@ def export_subnet(
     res = sub.resolution
     mean, std = [float(v) for v in ds.mean], [float(v) for v in ds.std]
     macs, n_params = plan_cost(build_plan(space, sub))
+    predicted_ms = predict_latency(table, space, sub) if table is not None else None  # UserError if not covered
 
     # 1. extract + recalibrate BN on training images (the shared supernet statistics are wrong for any one subnet)
     t = time.perf_counter()
@@ -187,9 +187,9 @@ def export_subnet(
         space_definition=space.to_file_dict(),
     )
     if table is not None:
-        meta.predicted_latency_ms = predict_latency(table, space, sub)
+        meta.predicted_latency_ms = predicted_ms
         meta.latency_target = {"threads": threads, "provider": provider, "precision": precision,
-                               "fingerprint": _jsonable(getattr(table, "fingerprint", None))}
+                               "fingerprint": table.fingerprint.model_dump(mode="json")}
 
     with tempfile.TemporaryDirectory(prefix="hwnas-export-") as tmpd:
         tmp = Path(tmpd) / "model.onnx"
@@ -224,7 +224,7 @@ def export_subnet(
         _log(progress, f"latency: measured {measured:.3f} ms ({threads} thread(s), {provider})"
                        + (f", predicted {meta.predicted_latency_ms:.3f} ms" if meta.predicted_latency_ms is not None and precision == "fp32" else ""))
         if precision == "fp32":
-            _check_latency(measured, meta.predicted_latency_ms, "fp32", warnings, progress)
+            _check_latency(measured, meta.predicted_latency_ms, "fp32", warnings)
 
         # 6. INT8
         i8: dict[str, Any] = {}
@@ -244,7 +244,7 @@ def export_subnet(
                       int8_measured_latency_ms=lat8, int8_speedup=measured / lat8 if lat8 > 0 else None)
             _log(progress, f"int8: accuracy {acc8:.4f} ({acc8 - acc_ort:+.4f}), latency {lat8:.3f} ms ({measured / lat8:.2f}x vs fp32)")
             if precision == "int8":
-                _check_latency(lat8, meta.predicted_latency_ms, "int8", warnings, progress)
+                _check_latency(lat8, meta.predicted_latency_ms, "int8", warnings)
 
         # 7. publish: only now do the user's paths change
         final_meta = meta.model_copy(update={"val_acc": acc_ort})
@@ -265,7 +265,8 @@ def export_subnet(
     )
 
 
-def _check_latency(measured: float, predicted: float | None, what: str, warnings: list[str], progress: bool) -> None:
+def _check_latency(measured: float, predicted: float | None, what: str, warnings: list[str]) -> None:
+    """Record (and print to stderr, always) a warning when measured and predicted disagree by >10%."""
     if predicted is None or predicted <= 0:
         return
     rel = (measured - predicted) / predicted
@@ -286,12 +287,3 @@ def _version() -> str:
     from hwnas import __version__
 
     return __version__
-
-
-def _jsonable(v: Any) -> Any:
-    if v is None or isinstance(v, (str, int, float, bool, list, dict)):
-        return v
-    if hasattr(v, "model_dump"):
-        return v.model_dump(mode="json")
-    return str(v)
-

@@ -26,41 +26,52 @@ def _loo_mape(F: np.ndarray, m: np.ndarray) -> float:
 
 
 def fit_calibration(points: list[CalibrationPoint]) -> Calibration:
-    """Fit measured ~ scale*sum + offset + per_piece*pieces [+ per_mparam*mparams] on whole subnets.
+    """Fit the calibration on whole subnets measured end to end.
 
-    Relative weighting keeps small networks (where fixed overheads matter most) as well predicted
-    as large ones; the search cares about percentages around a budget, not absolute ms. The
-    parameter term is used only if it lowers the leave-one-out error (no overfitting on few points)."""
+    Candidate forms: measured ~ a*cold_sum | b*hot_sum | both, + offset + per_piece*pieces, each
+    with or without + per_mparam*mparams. Least squares on relative error (small networks, where
+    fixed overheads matter most, count as much as large ones: the search cares about percentages
+    around a budget). The form with the lowest leave-one-out error wins, so an extra term is only
+    used when it predicts unseen subnets better."""
     if len(points) < 3:
         raise UserError(f"calibration needs at least 3 whole-subnet measurements, got {len(points)}")
-    s = np.array([p.pieces_sum_ms for p in points])
-    n = np.array([p.pieces for p in points], dtype=np.float64)
-    w = np.array([p.mparams for p in points], dtype=np.float64)
+    cols = {
+        "scale": np.array([p.pieces_sum_ms for p in points]),
+        "scale_hot": np.array([p.pieces_hot_sum_ms for p in points]),
+        "offset": np.ones(len(points)),
+        "per_piece": np.array([p.pieces for p in points], dtype=np.float64),
+        "per_mparam": np.array([p.mparams for p in points], dtype=np.float64),
+    }
     m = np.array([p.measured_ms for p in points])
-    names = ["scale", "offset"]
-    cols = [s, np.ones_like(s)]
-    if np.ptp(n) > 0 and len(points) >= 5:
-        names.append("per_piece")
-        cols.append(n)
-    F = np.stack(cols, axis=1)
-    coef = dict(zip(names, _lstsq_rel(F, m)))
-    loo = _loo_mape(F, m) if len(points) > len(names) + 1 else 0.0
-    if np.ptp(w) > 0 and len(points) >= 8:
-        F2 = np.concatenate([F, w[:, None]], axis=1)
-        loo2 = _loo_mape(F2, m)
-        c2 = dict(zip(names + ["per_mparam"], _lstsq_rel(F2, m)))
-        if loo2 < loo and c2["scale"] > 0:
-            coef, loo = c2, loo2
-    if coef["scale"] <= 0:  # degenerate data (e.g. all subnets alike): fall back to a pure ratio
-        coef = {"scale": float(np.median(m / s)), "offset": 0.0}
-    scale, offset = float(coef["scale"]), float(coef["offset"])
-    per_piece, per_mp = float(coef.get("per_piece", 0.0)), float(coef.get("per_mparam", 0.0))
-    pred = scale * s + offset + per_piece * n + per_mp * w
+    common = ["offset"] + (["per_piece"] if np.ptp(cols["per_piece"]) > 0 and len(points) >= 5 else [])
+    bases = [["scale"]]
+    if np.all(cols["scale_hot"] > 0):
+        bases += [["scale_hot"], ["scale", "scale_hot"]]
+    extras = [[]] + ([["per_mparam"]] if np.ptp(cols["per_mparam"]) > 0 and len(points) >= 8 else [])
+    best: tuple[float, dict[str, float]] | None = None
+    for base in bases:
+        for extra in extras:
+            names = base + common + extra
+            if len(points) <= len(names) + 1:
+                continue
+            F = np.stack([cols[k] for k in names], axis=1)
+            coef = dict(zip(names, _lstsq_rel(F, m)))
+            if any(coef[k] < 0 for k in base):
+                continue
+            loo = _loo_mape(F, m)
+            if best is None or loo < best[0]:
+                best = (loo, coef)
+    if best is None:  # too few or degenerate points: a pure ratio
+        best = (0.0, {"scale": float(np.median(m / cols["scale"]))})
+    loo, coef = best
+    get = lambda k: float(coef.get(k, 0.0))  # noqa: E731
+    pred = sum(get(k) * cols[k] for k in cols)
     err = (pred - m) / m
     return Calibration(
-        scale=scale, offset_ms=offset, per_piece_ms=per_piece, per_mparam_ms=per_mp, loo_mape=loo,
+        scale=get("scale"), scale_hot=get("scale_hot"), offset_ms=get("offset"), per_piece_ms=get("per_piece"),
+        per_mparam_ms=get("per_mparam"), loo_mape=loo,
         fit_mape=float(np.mean(np.abs(err))), fit_max_abs_pct=float(np.max(np.abs(err)) * 100),
-        raw_sum_bias_pct=float(np.mean((s - m) / m) * 100), points=list(points),
+        raw_sum_bias_pct=float(np.mean((cols["scale"] - m) / m) * 100), points=list(points),
     )
 
 
@@ -89,12 +100,15 @@ class LatencyPredictor:
         self._base = np.zeros(R)
         self._base_mp = np.zeros(R)
         self._stage = [np.zeros((R, 2, len(s.kernels), len(s.expands))) for s in space.stages]
+        self._stage_hot = [np.zeros((R, 2, len(s.kernels), len(s.expands))) for s in space.stages]
+        self._base_hot = np.zeros(R)
         self._stage_mp = [np.zeros((R, 2, len(s.kernels), len(s.expands))) for s in space.stages]
         for t, r in enumerate(self._resolutions):
             sk = slot_keys(space, r)
             hs = slot_keys(head_space, r) if head_space is not space else sk
             hk = hs.head
             self._base[t] = self._get(sk.stem) + self._get(hk) + (self._get(sk.fixed) if sk.fixed else 0.0)
+            self._base_hot[t] = self._hot(sk.stem) + self._hot(hk) + (self._hot(sk.fixed) if sk.fixed else 0.0)
             self._base_mp[t] = sum(piece_mparams(sk.plans[k]) for k in (sk.stem, sk.fixed) if k) + piece_mparams(hs.plans[hk])
             for i, (first, later) in enumerate(sk.stages):
                 for pos, rows in enumerate((first, later)):
@@ -103,6 +117,7 @@ class LatencyPredictor:
                     for ki, row in enumerate(rows):
                         for ei, key in enumerate(row):
                             self._stage[i][t, pos, ki, ei] = self._get(key)
+                            self._stage_hot[i][t, pos, ki, ei] = self._hot(key)
                             self._stage_mp[i][t, pos, ki, ei] = piece_mparams(sk.plans[key])
         self._head_space = head_space
 
@@ -115,28 +130,40 @@ class LatencyPredictor:
             raise UserError(f"table: entries: no entry for '{key}' (the table is damaged or incomplete; profile again)")
         return e.median_ms
 
+    def _hot(self, key: str) -> float:
+        if self._cal.scale_hot == 0:
+            return 0.0
+        e = self.table.entries.get(key)
+        if e is None or e.hot_median_ms is None:
+            raise UserError(f"table: entries: '{key}' has no hot_median_ms, which the calibration uses (damaged table; profile again)")
+        return e.hot_median_ms
+
     @property
     def resolutions(self) -> list[int]:
         return list(self._resolutions)
 
-    def _calibrate(self, raw: np.ndarray, pieces: np.ndarray, mparams: np.ndarray) -> np.ndarray:
+    def _calibrate(self, raw: np.ndarray, hot: np.ndarray, pieces: np.ndarray, mparams: np.ndarray) -> np.ndarray:
         c = self._cal
-        return c.scale * raw + c.offset_ms + c.per_piece_ms * pieces + c.per_mparam_ms * mparams
+        return c.scale * raw + c.scale_hot * hot + c.offset_ms + c.per_piece_ms * pieces + c.per_mparam_ms * mparams
 
     def raw_sum(self, subnet: Subnet) -> tuple[float, int]:
         """(sum of piece entries, number of pieces) for one subnet: the calibration's main inputs."""
+        keys = self._keys(subnet)
+        return float(sum(self._get(k) for k in keys)), len(keys)
+
+    def _keys(self, subnet: Subnet) -> list[str]:
         sub = self.space.validate_subnet(subnet)
         if sub.resolution not in self._resolutions:
             raise UserError(f"subnet.resolution: {sub.resolution} is not covered by the table (resolutions {self._resolutions})")
-        plan = build_plan(self._head_space, sub)
-        keys = net_keys(plan)
-        return float(sum(self._get(k) for k in keys)), len(keys)
+        return net_keys(build_plan(self._head_space, sub))
 
     def predict(self, subnet: Subnet) -> float:
         """Predicted latency (ms) of one subnet."""
-        raw, n = self.raw_sum(subnet)
+        keys = self._keys(subnet)
+        raw = sum(self._get(k) for k in keys)
+        hot = sum(self._hot(k) for k in keys)
         mp = net_mparams(build_plan(self._head_space, self.space.validate_subnet(subnet)))
-        return float(self._calibrate(np.array([raw]), np.array([n]), np.array([mp]))[0])
+        return float(self._calibrate(np.array([raw]), np.array([hot]), np.array([len(keys)]), np.array([mp]))[0])
 
     def predict_genomes(self, X: np.ndarray) -> np.ndarray:
         """Predicted latency (ms) of each genome row of `X` ([n, Encoding(space).length] ints)."""
@@ -151,33 +178,35 @@ class LatencyPredictor:
             bad = sorted({self.space.resolutions[i] for i in X[t < 0, 0]})
             raise UserError(f"resolutions {bad} are not covered by the table (it has {self._resolutions})")
         raw = self._base[t].copy()
+        hot = self._base_hot[t].copy()
         mp = self._base_mp[t].copy()
         pieces = np.full(len(X), 2 + self._nfix, dtype=np.float64)
         for i, s in enumerate(self.space.stages):
             depth = np.asarray(s.depths)[X[:, 1 + i]]
             pieces += depth
             sl = enc.block_slice(i)
-            T, P = self._stage[i], self._stage_mp[i]
+            T, H, P = self._stage[i], self._stage_hot[i], self._stage_mp[i]
             for j in range(s.max_depth):
                 k = X[:, sl.start + 2 * j]
                 e = X[:, sl.start + 2 * j + 1]
                 on = depth > j
                 raw += np.where(on, T[t, min(j, 1), k, e], 0.0)
+                hot += np.where(on, H[t, min(j, 1), k, e], 0.0)
                 mp += np.where(on, P[t, min(j, 1), k, e], 0.0)
-        return self._calibrate(raw, pieces, mp)
+        return self._calibrate(raw, hot, pieces, mp)
 
     def min_latency_ms(self) -> float:
         """The exact minimum predicted latency over the covered space.
 
         Given the resolution and the depths, every block slot contributes independently
-        (scale*entry + per_mparam*params + per_piece), so each slot takes its cheapest choice and each stage its
+        (scale*entry + scale_hot*hot entry + per_mparam*params + per_piece), so each slot takes its cheapest choice and each stage its
         cheapest depth; the minimum over resolutions is then exact."""
         c = self._cal
         best = np.inf
         for t in range(len(self._resolutions)):
-            total = c.scale * self._base[t] + c.per_mparam_ms * self._base_mp[t] + c.offset_ms + c.per_piece_ms * (2 + self._nfix)
+            total = c.scale * self._base[t] + c.scale_hot * self._base_hot[t] + c.per_mparam_ms * self._base_mp[t] + c.offset_ms + c.per_piece_ms * (2 + self._nfix)
             for i, s in enumerate(self.space.stages):
-                cost = c.scale * self._stage[i][t] + c.per_mparam_ms * self._stage_mp[i][t] + c.per_piece_ms
+                cost = c.scale * self._stage[i][t] + c.scale_hot * self._stage_hot[i][t] + c.per_mparam_ms * self._stage_mp[i][t] + c.per_piece_ms
                 first = cost[0].min()
                 later = cost[1].min() if s.max_depth > 1 else 0.0
                 total += min(first + (d - 1) * later for d in s.depths)

@@ -156,6 +156,7 @@ def build_table(
             st = EntryStats.model_validate(results[c["key"]])
             points.append(CalibrationPoint(
                 resolution=sub.resolution, pieces=len(keys), pieces_sum_ms=sum(entries[k].median_ms for k in keys),
+                pieces_hot_sum_ms=sum(entries[k].hot_median_ms or 0.0 for k in keys) if all(entries[k].hot_median_ms for k in keys) else 0.0,
                 mparams=net_mparams(netplan), measured_ms=st.median_ms,
             ))
     except ValidationError as e:

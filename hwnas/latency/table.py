@@ -43,7 +43,8 @@ class Fingerprint(_M):
 
 
 class EntryStats(_M):
-    """One piece's measured latency (ms)."""
+    """One piece's measured latency (ms): timed in shuffled cycles over all pieces (caches as cold
+    as inside a network); `hot_median_ms` is the same piece timed back to back."""
 
     median_ms: float = Field(gt=0.0)
     mean_ms: float = Field(ge=0.0)
@@ -52,6 +53,8 @@ class EntryStats(_M):
     mad_ms: float = Field(ge=0.0)
     repeats: int = Field(ge=1)
     remeasured: int = Field(default=0, ge=0)
+    hot_median_ms: float | None = Field(default=None, gt=0.0)
+    hot_mad_ms: float | None = Field(default=None, ge=0.0)
 
 
 class CalibrationPoint(_M):
@@ -60,22 +63,25 @@ class CalibrationPoint(_M):
     resolution: int
     pieces: int = Field(ge=1)
     pieces_sum_ms: float = Field(gt=0.0)
+    pieces_hot_sum_ms: float = Field(default=0.0, ge=0.0)
     mparams: float = Field(default=0.0, ge=0.0, description="parameters of the subnet, millions")
     measured_ms: float = Field(gt=0.0)
 
 
 class Calibration(_M):
-    """predicted = scale * sum(piece medians) + offset_ms + per_piece_ms * number_of_pieces
-                 + per_mparam_ms * parameters (millions).
+    """predicted = scale * sum(piece medians) + scale_hot * sum(piece hot medians) + offset_ms
+                 + per_piece_ms * number_of_pieces + per_mparam_ms * parameters (millions).
 
     Summing isolated pieces double-counts the fixed per-graph cost of a session run (the whole
     network pays it once) and misses cross-piece cache effects (an isolated block finds its
     weights in cache, a block inside a network has to fetch them); this linear correction,
-    fitted on whole subnets measured end to end, removes both. The parameter term is kept only
-    when it lowers the leave-one-out error."""
+    fitted on whole subnets measured end to end, removes both. Among the candidate forms (cold
+    sums, hot sums or both; with or without the parameter term) the one with the lowest
+    leave-one-out error is kept."""
 
     form: Literal["linear-v1"] = "linear-v1"
-    scale: float = Field(gt=0.0)
+    scale: float = Field(ge=0.0)
+    scale_hot: float = Field(default=0.0, ge=0.0)
     offset_ms: float
     per_piece_ms: float
     per_mparam_ms: float = 0.0
@@ -84,6 +90,12 @@ class Calibration(_M):
     fit_max_abs_pct: float = Field(ge=0.0)
     raw_sum_bias_pct: float = Field(description="mean (sum - measured) / measured before calibration")
     points: list[CalibrationPoint] = Field(min_length=3)
+
+    @model_validator(mode="after")
+    def _positive(self) -> "Calibration":
+        if self.scale + self.scale_hot <= 0:
+            raise ValueError("scale + scale_hot must be positive")
+        return self
 
 
 class LatencyTable(_M):

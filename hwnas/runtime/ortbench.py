@@ -39,12 +39,18 @@ DEFAULT_PROTOCOL = {
 PROFILE_CHUNK = 640  # graphs alive at once while profiling: all pieces of several resolutions cycle together
 
 
-def make_session(model, threads=1, provider="CPUExecutionProvider", dim_overrides=None):
+def make_session(model, threads=1, provider="CPUExecutionProvider", dim_overrides=None, spinning=True):
     """A session with deployment options: all graph optimisations, `threads` intra-op threads,
-    one inter-op thread, sequential execution; free dimensions pinned by name if given."""
+    one inter-op thread, sequential execution; free dimensions pinned by name if given.
+
+    `spinning=False` stops idle intra-op threads from busy-waiting: needed when hundreds of
+    multi-threaded sessions are alive at once (profiling cycles), where the spinning pool threads
+    of the sessions that just ran would steal the cores from the one being timed."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
+    if not spinning and int(threads) > 1:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.intra_op_num_threads = int(threads)
     so.inter_op_num_threads = 1
@@ -140,7 +146,9 @@ class Progress:
         self._last = 0.0
 
     def update(self, n=1):
-        self.done += n
+        if self.done >= self.total:
+            return  # already reported complete
+        self.done = min(self.done + n, self.total)
         if not self.enabled:
             return
         now = time.perf_counter()
@@ -171,8 +179,9 @@ def measure_many(jobs, protocol=None, threads=1, provider="CPUExecutionProvider"
     them: between two runs of a block every other block runs, so its weights and buffers are
     evicted from the caches as they are between two inferences of a whole network. Timing a
     block back to back instead finds everything hot in L1/L2 and under-estimates its share of a
-    network (on this 2-core EPYC VM by about 40% for ImageNet-size subnets). Noisy pieces get
-    more cycles."""
+    network (on a 2-core EPYC VM by about 40% for ImageNet-size subnets). Pieces are also timed
+    back to back (`hot_median_ms`): for tiny networks, where fixed per-run costs dominate, that is
+    the better regressor, and the calibration fit chooses. Noisy pieces get more cycles."""
     p = dict(DEFAULT_PROTOCOL)
     p.update(protocol or {})
     rounds = max(1, int(p["rounds"]))
@@ -182,13 +191,14 @@ def measure_many(jobs, protocol=None, threads=1, provider="CPUExecutionProvider"
     noisy = float(p["noisy_rel_mad"])
     results = {}
     n_cyc = sum(1 for j in jobs if j.get("cyclic"))
-    bar = Progress((len(jobs) - n_cyc) * rounds + (int(p["min_repeats"]) * n_cyc if n_cyc else 0), label, enabled=progress)
+    bar = Progress((len(jobs) - n_cyc) * rounds + per_min_rep * rounds * n_cyc, label, enabled=progress)
     rng = np.random.default_rng(0)
     for start in range(0, len(jobs), chunk):
         part = jobs[start : start + chunk]
         fns = []
         for j in part:
-            s = make_session(j["model"], threads, provider, j.get("dim_overrides"))
+            # pieces cycle among hundreds of live sessions: their idle pool threads must not spin
+            s = make_session(j["model"], threads, provider, j.get("dim_overrides"), spinning=not j.get("cyclic"))
             fn = bound_runner(s, random_feed(s, j["shape"]))
             warm_up(fn, int(p["warmup_runs"]), float(p["warmup_s"]))
             fns.append(fn)
@@ -207,11 +217,15 @@ def measure_many(jobs, protocol=None, threads=1, provider="CPUExecutionProvider"
                     t = (clock() - a) / 1e6
                     if record is None or i in record:
                         samples[i].append(t)
-                bar.update(len(order) if record is None else 0)
+                if record is None:
+                    bar.update(len(order))
 
+        hot = {i: [] for i in cyc}
         for r in range(rounds):
             if cyc:
                 cycles(per_min_rep, None)
+                for i in cyc:  # the same pieces back to back (caches hot) for the calibration to weigh
+                    hot[i].extend(time_runs(fns[i], per_min_rep, 0.0, per_min_rep))
             for i in seq:
                 if r > 0:
                     warm_up(fns[i], int(p["revisit_warmup_runs"]))
@@ -231,6 +245,9 @@ def measure_many(jobs, protocol=None, threads=1, provider="CPUExecutionProvider"
                 new = summarize(time_runs(fns[i], int(p["min_repeats"]), float(p["min_time_s"]), int(p["max_repeats"])))
                 n_re = stats[i]["remeasured"] + 1
                 stats[i] = dict(new if rel_spread(new) < rel_spread(stats[i]) else stats[i], remeasured=n_re)
+        for i in cyc:
+            h = summarize(hot[i])
+            stats[i]["hot_median_ms"], stats[i]["hot_mad_ms"] = h["median_ms"], h["mad_ms"]
         for i, j in enumerate(part):
             results[j["key"]] = stats[i]
         del fns

@@ -226,8 +226,9 @@ def _progress_bar(run: _Run, total: int, initial: int, enabled: bool):
 
     p = run.cfg.phases.get(run.phase)
     desc = f"{run.phase} {run.pos.epoch + 1}/{p.epochs}"
+    tty = sys.stderr.isatty()
     return tqdm(total=total, initial=initial, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True,
-                disable=not enabled, unit="it")
+                disable=not enabled, unit="it", mininterval=0.1 if tty else 10.0)  # logs get few lines
 
 
 def _train_epoch(run: _Run, it: BatchIterator, ddp: nn.Module, calib: torch.Tensor, progress: bool) -> None:
