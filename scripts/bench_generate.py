@@ -70,7 +70,7 @@ def print_part1(rows: list[dict]) -> None:
             print(f"\nbudget {r['budget_ms']:g}: {len(r['attempts'])} export attempt(s); warnings: {r['warnings']}")
 
 
-def part2(data: str, epochs: int, work: Path) -> dict:
+def part2(data: str, epochs: int, work: Path, train_images: int | None = None) -> dict:
     import torch
     from torch import nn
 
@@ -88,7 +88,9 @@ def part2(data: str, epochs: int, work: Path) -> dict:
     net = Supernet(space)
     net.set_active(sub)
     params = [p for p in net.parameters() if p.requires_grad]
-    it = BatchIterator(ds.train_x, ds.train_y, 128, shuffle=True, seed=0, drop_last=True)
+    n = min(train_images or len(ds.train_y), len(ds.train_y))
+    idx = torch.randperm(len(ds.train_y), generator=torch.Generator().manual_seed(0))[:n]  # a class-balanced-ish subset
+    it = BatchIterator(ds.train_x[idx], ds.train_y[idx], 128, shuffle=True, seed=0, drop_last=True)
     opt = torch.optim.SGD(params, lr=0.1, momentum=0.9, nesterov=True, weight_decay=4e-5)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.2, total_steps=epochs * len(it), pct_start=0.2)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
@@ -107,13 +109,13 @@ def part2(data: str, epochs: int, work: Path) -> dict:
     train_s = time.perf_counter() - t0
     net.eval()
     r = export_subnet(net, sub, ds, work / "cifar" / "model.onnx", int8=True, force=True, progress=True)
-    return dict(r.model_dump(mode="json"), train_seconds=train_s, epochs=epochs)
+    return dict(r.model_dump(mode="json"), train_seconds=train_s, epochs=epochs, train_images=n)
 
 
 def print_part2(r: dict, data: str) -> None:
     print(f"\n## fp32 vs INT8: one subnet of mbv3-cifar on {data}\n")
     print(f"subnet: resolution {r['resolution']}, {r['macs'] / 1e6:.2f}M MACs, {r['params'] / 1e6:.3f}M params; "
-          f"trained {r['epochs']} epochs on that subnet only ({r['train_seconds']:.0f} s); "
+          f"trained {r['epochs']} epoch(s) on {r['train_images']} training images, that subnet only ({r['train_seconds']:.0f} s); "
           f"{r['val_images']} validation images; latency: ONNX Runtime, {r['threads']} thread, batch 1, median\n")
     print("| model | latency ms | val acc | max abs diff vs PyTorch |")
     print("|---|---:|---:|---:|")
@@ -127,6 +129,7 @@ def main() -> None:
     ap.add_argument("--budgets", type=float, nargs=3, default=[0.06, 0.1, 0.15], help="ms, first one runs on an empty cache")
     ap.add_argument("--cifar", default=str(ROOT.parent / "shared" / "datasets" / "cifar10-small"))
     ap.add_argument("--cifar-epochs", type=int, default=2)
+    ap.add_argument("--cifar-train-images", type=int, help="train on N random training images only (default all)")
     ap.add_argument("--skip-generate", action="store_true")
     ap.add_argument("--skip-int8", action="store_true")
     ap.add_argument("--work", help="keep outputs here (default: a temporary folder)")
@@ -141,7 +144,7 @@ def main() -> None:
         print_part1(part1(args.budgets, work))
     if not args.skip_int8:
         torch.set_num_threads(os.cpu_count() or 1)
-        print_part2(part2(args.cifar, args.cifar_epochs, work), args.cifar)
+        print_part2(part2(args.cifar, args.cifar_epochs, work, args.cifar_train_images), args.cifar)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ def main() -> int:
     ap.add_argument("--samples", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out-dir", default="latency_tables", help="where the tables go (named <space>-cpu-<threads>t.json)")
-    ap.add_argument("--results", default=None, help="JSON file for the numbers (default OUT_DIR/bench_latency.json)")
+    ap.add_argument("--results", default=None, help="JSON file for the numbers (default /tmp/bench_latency.json)")
     ap.add_argument("--reuse", action="store_true", help="validate existing tables instead of profiling again")
     a = ap.parse_args()
     out_dir = Path(a.out_dir)
@@ -68,6 +68,7 @@ def main() -> int:
                 "pairs": list(zip(r["_predicted"], r["_measured"], r["_measured_again"])),
             }
             rows.append(row)
+            _dump(a, out_dir, fp, rows)  # after every configuration: a cut-short run keeps what it measured
             print(f"[{name} {th}t] within5 {row['within_5pct']:.3f} within10 {row['within_10pct']:.3f} tau {row['kendall_tau']:.3f} "
                   f"medAE {row['median_abs_err_pct']:.2f}% noise {row['noise_floor_pct']:.2f}% table {row['profile_s']:.0f}s", flush=True)
     hdr = ("space", "thr", "entries", "table s", "n", "ms range", "<=5%", "<=10%", "tau", "MAPE%", "medAE%", "noise%", "medAE/noise", "sum bias%")
@@ -78,12 +79,14 @@ def main() -> int:
               f"{r['measured_ms_min']:.2f}-{r['measured_ms_max']:.2f} | {r['within_5pct'] * 100:.1f}% | {r['within_10pct'] * 100:.1f}% | "
               f"{r['kendall_tau']:.3f} | {r['mape_pct']:.2f} | {r['median_abs_err_pct']:.2f} | {r['noise_floor_pct']:.2f} | "
               f"{r['err_over_noise']:.2f} | {r['raw_sum_bias_pct']:+.1f} |")
-    res_path = Path(a.results) if a.results else out_dir / "bench_latency.json"
-    if res_path.suffix == ".json" and res_path.parent == out_dir:
-        res_path = Path("/tmp") / "bench_latency.json"  # keep latency_tables/*.json tables only
-    res_path.write_text(json.dumps({"machine": fp, "date": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime()), "rows": rows}, indent=1))
-    print(f"\nnumbers: {res_path}")
+    print(f"\nnumbers: {_dump(a, out_dir, fp, rows)}")
     return 0
+
+
+def _dump(a: argparse.Namespace, out_dir: Path, fp: dict, rows: list[dict]) -> Path:
+    res_path = Path(a.results) if a.results else Path("/tmp") / "bench_latency.json"  # latency_tables/ holds tables only
+    res_path.write_text(json.dumps({"machine": fp, "date": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime()), "rows": rows}, indent=1))
+    return res_path
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from hwnas.latency import (
     Calibration, EntryStats, Fingerprint, LatencyPredictor, LatencyTable, fit_calibration, load_table, measure_subnet,
     profile_space, space_digest,
 )
-from hwnas.latency.pieces import all_pieces, compose, export_piece, net_keys, sample_subnets, slot_keys
+from hwnas.latency.pieces import all_pieces, compose, net_keys, sample_subnets
 from hwnas.latency.table import CalibrationPoint, now_iso
 from hwnas.runtime import MeasureProtocol, make_session
 from hwnas.space import Encoding, Space, build_plan, load_space

@@ -139,3 +139,12 @@ def test_bundle_refuses_non_empty_output(bundle, capsys):
     assert main(["profile-bundle", "--space", str(sp), "--out", str(out)]) == 2
     assert "--force" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == before
+
+
+def test_guard_really_blocks_torch_and_hwnas(tmp_path):
+    """Negative control: the guard used above does fail a script that imports torch or hwnas."""
+    for mod in ("torch", "hwnas.space"):
+        script = tmp_path / f"uses_{mod}.py"
+        script.write_text(f"import {mod}\n")
+        r = subprocess.run([sys.executable, "-c", GUARD, str(script)], capture_output=True, text=True, timeout=120)
+        assert r.returncode != 0 and "blocked import" in r.stderr

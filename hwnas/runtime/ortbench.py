@@ -225,6 +225,7 @@ def measure_many(jobs, protocol=None, threads=1, provider="CPUExecutionProvider"
             if cyc:
                 cycles(per_min_rep, None)
                 for i in cyc:  # the same pieces back to back (caches hot) for the calibration to weigh
+                    warm_up(fns[i], int(p["revisit_warmup_runs"]))
                     hot[i].extend(time_runs(fns[i], per_min_rep, 0.0, per_min_rep))
             for i in seq:
                 if r > 0:
