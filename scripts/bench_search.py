@@ -115,7 +115,7 @@ def nd_points(acc: np.ndarray, lat: np.ndarray, budget: float) -> tuple[np.ndarr
     return a[idx], l[idx]
 
 
-def part_imagenet(table_path: str, seeds: list[int], time_limit: float, n_random: int) -> None:
+def part_imagenet(table_path: str, seeds: list[int], time_limit: float, n_random: int, limits: list[float]) -> None:
     from hwnas.latency import LatencyPredictor, load_table
 
     space = load_space("mbv3-imagenet")
@@ -185,6 +185,21 @@ def part_imagenet(table_path: str, seeds: list[int], time_limit: float, n_random
         match_txt = f"<= {match:,}" if match is not None else f"> {drawn:,}"
         print(f"| {seed} | {wall:.1f} | {g} | {n:,} | {100 * hv / hv_ref:.2f} | {100 * hv_loose / hv_ref_loose:.3f} | "
               f"{100 * hv_same / hv_ref:.2f} | {match_txt} |")
+        sys.stdout.flush()
+
+    print("\nshorter time limits (seed 0): how fast the front converges")
+    print("\n| NSGA-II time limit (s) | wall (s) | evaluations | HV % of reference (tight) | random, same evaluations: HV % |")
+    print("|---:|---:|---:|---:|---:|")
+    for limit in limits:
+        t0 = time.perf_counter()
+        r = run_search(space, acc_fn, pred, [budget], seed=0, config=SearchConfig(mode="direct", pop_size=100, generations=100000, time_limit_s=limit))
+        wall = time.perf_counter() - t0
+        ea = np.array([p.acc for p in r.evaluated])
+        el = np.array([p.latency_ms for p in r.evaluated])
+        hv = hv_of(*nd_points(ea, el, budget), ref_acc, budget)
+        X = random_genomes(gs, r.evaluations_real, np.random.default_rng(7))
+        hv_r = hv_of(*nd_points(acc_fn.genomes(X), pred.predict_genomes(X), budget), ref_acc, budget)
+        print(f"| {limit:g} | {wall:.1f} | {r.evaluations_real:,} | {100 * hv / hv_ref:.2f} | {100 * hv_r / hv_ref:.2f} |")
         sys.stdout.flush()
 
 
@@ -272,8 +287,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--part", choices=["imagenet", "tiny", "all"], default="all")
     ap.add_argument("--imagenet-table", default=None, help="mbv3-imagenet TABLE (default: latency_tables/mbv3-imagenet*.json)")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
     ap.add_argument("--time-limit", type=float, default=25.0, help="NSGA-II wall-clock limit (s) of the timed run")
+    ap.add_argument("--short-limits", type=float, nargs="*", default=[0.5, 1, 2, 5, 10], help="extra, shorter time limits (seed 0)")
     ap.add_argument("--random", type=int, default=100_000, help="random subnets in the reference front")
     ap.add_argument("--tiny-ckpt", default=None)
     ap.add_argument("--tiny-table", default=None)
@@ -290,11 +306,11 @@ def main() -> None:
             if not found:
                 sys.exit("no mbv3-imagenet table: pass --imagenet-table (hwnas profile --space mbv3-imagenet --out ...)")
             path = found[0]
-        part_imagenet(path, args.seeds, args.time_limit, args.random)
+        part_imagenet(path, args.seeds, args.time_limit, args.random, args.short_limits)
     if args.part in ("tiny", "all"):
         if not (args.tiny_ckpt and args.tiny_table):
             sys.exit("--tiny-ckpt and --tiny-table are needed for part tiny")
-        part_tiny(args.tiny_ckpt, args.tiny_table, [args.tiny_budget] if args.tiny_budget else None, args.seeds[0],
+        part_tiny(args.tiny_ckpt, args.tiny_table, [args.tiny_budget] if args.tiny_budget else None, args.seeds[0] if args.seeds else 0,
                   args.calib_images, args.direct_generations)
 
 
