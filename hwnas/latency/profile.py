@@ -193,7 +193,7 @@ def profile_space(
     jobs = plan.jobs()
     _log(f"measuring {len(plan.entries)} pieces and {len(plan.calibration)} calibration subnets "
          f"({threads} thread{'s' if threads > 1 else ''}, {provider}{', int8' if int8 else ''})", progress)
-    results = ortbench.measure_many(jobs, protocol.model_dump(), threads, provider, progress, label="measuring", chunk=ortbench.PROFILE_CHUNK)
+    results = ortbench.measure_all(jobs, protocol.model_dump(), threads, provider, progress)
     fp = ortbench.fingerprint(provider, threads, 1)
     table = build_table(space, res, int8, fp, protocol, results, plan.calibration, source="local", seconds=time.time() - t0, where=str(out))
     table.save(out)
