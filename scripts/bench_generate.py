@@ -8,7 +8,7 @@ two reuse those caches. Prints wall time per stage, measured vs predicted latenc
 
 Part 2: one subnet of mbv3-cifar on ../shared/datasets/cifar10-small, exported fp32 and INT8
 (ONNX Runtime static QDQ): latency (1 thread, median) and validation accuracy of both. The
-supernet is trained briefly, only on that subnet (`--cifar-epochs` epochs of SGD with the
+supernet is trained briefly, only on that subnet (`--cifar-epochs` epochs, default 4, of SGD with the
 subnet active), which is enough to make the accuracy comparison meaningful, not to be good.
 
 Run it alone: `flock /work/heavy.lock python scripts/bench_generate.py` (latency is noise-sensitive).
@@ -128,7 +128,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--budgets", type=float, nargs=3, default=[0.06, 0.1, 0.15], help="ms, first one runs on an empty cache")
     ap.add_argument("--cifar", default=str(ROOT.parent / "shared" / "datasets" / "cifar10-small"))
-    ap.add_argument("--cifar-epochs", type=int, default=2)
+    ap.add_argument("--cifar-epochs", type=int, default=4)
     ap.add_argument("--cifar-train-images", type=int, help="train on N random training images only (default all)")
     ap.add_argument("--skip-generate", action="store_true")
     ap.add_argument("--skip-int8", action="store_true")
