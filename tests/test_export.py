@@ -20,17 +20,7 @@ from hwnas.errors import UserError
 from hwnas.export import export_subnet, fold_batchnorm, fold_conv_bn, read_metadata
 from hwnas.space import with_classes
 
-
-def _perturb_bn(net: nn.Module, seed: int = 0) -> None:
-    """Non-trivial BN statistics and affines so that a wrong fold cannot pass by accident."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(torch.rand(m.num_features, generator=g) - 0.5)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.bias.copy_(torch.rand(m.num_features, generator=g) * 0.4 - 0.2)
+from helpers import perturb_bn as _perturb_bn
 
 
 @pytest.fixture(scope="module")

@@ -12,24 +12,7 @@ from hwnas import Supernet, load_space
 from hwnas.space import PRESETS, macs, params
 from hwnas.supernet.elastic import ElasticBatchNorm, ElasticDepthwise
 
-
-def perturb(net: nn.Module, seed: int = 0) -> None:
-    """Random BN statistics/affines and kernel transforms, so no path is trivially identity or zero."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(torch.rand(m.num_features, generator=g) - 0.5)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.bias.copy_(torch.rand(m.num_features, generator=g) * 0.4 - 0.2)
-        for name, p in net.named_parameters():
-            if "transforms" in name:
-                p.add_(torch.randn(p.shape, generator=g) * 0.1)
-
-
-def _res(space, sub):  # keep the ImageNet space cheap on CPU
-    return sub.resolution if space.name != "mbv3-imagenet" else space.resolutions[0]
+from helpers import perturb
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
