@@ -127,12 +127,8 @@ def cached_table(space, *, threads: int = 1, provider: str = "CPUExecutionProvid
     from hwnas.latency import profile_space
 
     _log(progress, f"profile: measuring every distinct block of '{space.name}' on this machine (cached in {path.parent})")
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.json")
-    try:
-        profile_space(space, tmp, threads=threads, provider=provider, resolutions=resolutions, int8=int8, progress=progress)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    # TABLE files are written atomically (temporary name, then rename): no half cache entry is possible
+    profile_space(space, path, threads=threads, provider=provider, resolutions=resolutions, int8=int8, progress=progress)
     return path, False
 
 

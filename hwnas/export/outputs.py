@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 from hwnas.errors import UserError
+from hwnas.fileio import ensure_new_output
 
 
 def check_writable_dir(folder: str | os.PathLike[str], flag: str = "--out") -> Path:
@@ -35,10 +36,9 @@ def check_writable_dir(folder: str | os.PathLike[str], flag: str = "--out") -> P
 def check_new_file(path: str | os.PathLike[str], force: bool, flag: str = "--out") -> Path:
     """The output file must not exist (unless force) and its folder must be writable."""
     p = Path(path).expanduser()
-    if p.exists() and p.is_dir():
+    if p.is_dir():
         raise UserError(f"{flag} {p} is a folder; give a file name such as {p / 'model.onnx'}")
-    if p.exists() and not force:
-        raise UserError(f"{flag} {p} already exists; pass --force to overwrite it")
+    ensure_new_output(p, force, flag)
     check_writable_dir(p.parent, flag)
     return p
 
