@@ -1,46 +1,128 @@
-"""Benchmark: are subnets inherited from the progressively-shrunk supernet as good as trained from scratch?
+#!/usr/bin/env python
+"""Benchmark: is the trained supernet worth it?
 
-Takes N random subnets of a space (default mbv3-cifar at 32x32), compares their validation
-accuracy inherited from the supernet (BN recalibrated, no fine-tuning) with the same
-architectures trained from scratch for the same number of epochs on the same data, and
-reports the mean difference and Kendall tau between the two rankings (OFA's claim:
-inherited >= scratch on average, tau >= 0.6). Also reports training throughput of the
-supernet against a static network of the largest subnet.
+Part 1, `quality`: are subnets inherited from the supernet as good as the same networks
+trained alone, and ranked right? The space is mbv3-cifar restricted to 32x32. The supernet is
+trained by the real CLI (`hwnas train --time-budget`); then `--subnets` subnets spread evenly
+in MACs (smallest, largest, and the closest random subnets to evenly spaced MAC targets) are
+evaluated with inherited weights (BN recalibrated on 2,000 training images) and trained alone
+from scratch (`hwnas.train.standalone.train_network`) for as many epochs as the whole
+supernet run. Reports inherited - alone (target: mean >= -0.01), Kendall tau of the two
+rankings (>= 0.7), Spearman of inherited accuracy vs MACs (>= 0.8), and how well
+`hwnas train` kept its time budget (within +-10%).
 
-CPU budget: the full cifar10-small (10k images) for OFA-length schedules would take days on
-2 cores, so `--train-images` takes a fixed random subset and `--epochs` sets the phase
-epochs (full, kernel, depth1, depth2, expand1, expand2); the scratch baselines get their sum.
+Part 2, `generate`: does `hwnas generate --time-budget T` beat the obvious alternative, a
+fixed MobileNetV3-style network trained alone for the same time T? Three latency budgets
+(1.05 x the predicted latency of the uniform nets (d,k,e) = (2,3,3), (3,5,4), (4,7,6) at
+32x32, from a latency table of this machine). The baseline for a budget is the uniform net
+(same depth in every stage, same kernel and expand in every block, 32x32) with the most MACs
+whose predicted latency fits it. The generates run one after another (they share a supernet
+cached under WORK/xdg-cache); the baselines train in worker processes meanwhile, never more
+than `--jobs` busy processes in all. Baseline latencies are measured at the end, when nothing
+else runs, with the table's protocol (the same export and measurement as `hwnas export`).
 
-    flock /work/heavy.lock /work/venv/bin/python scripts/bench_supernet_quality.py \\
-        --data ../shared/datasets/cifar10-small --train-images 2000 --epochs 3 1 1 1 1 1
+Data: ../shared/datasets/cifar10-small (ImageFolder, 10,000 train / 2,000 val, 32x32), all
+images (`--train-limit N`: a random N training images, for smoke tests only). Everything is
+kept in --work; a piece whose result JSON exists there is not redone, so a killed run
+continues where it stopped. Results: stdout (markdown) and WORK/results.json.
+
+Full runs (each takes the whole machine for about 1.5-2 h; run them alone):
+
+    flock /tmp/hwnas-heavy.lock python scripts/bench_supernet_quality.py --work /work/bench-q \\
+        --part quality --supernet-budget 45m
+    flock /tmp/hwnas-heavy.lock python scripts/bench_supernet_quality.py --work /work/bench-g \\
+        --part generate --generate-budget 45m
+
+Smoke test (a few minutes):
+
+    python scripts/bench_supernet_quality.py --work /tmp/bq-smoke --part quality \\
+        --train-limit 300 --supernet-budget 60s --subnets 3
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import multiprocessing
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
 import yaml
 
-from hwnas.data import BatchIterator, augment_batch, load_dataset
-from hwnas.space import build_plan, load_space, plan_cost, with_classes
-from hwnas.supernet import StaticNet, init_weights
-from hwnas.train.bn import recalibrate_bn
-from hwnas.train.checkpoint import load_supernet
-from hwnas.train.config import PHASES, default_config
-from hwnas.train.evaluate import accuracy, evaluate_subnet
-from hwnas.train.losses import training_loss
-from hwnas.train.schedule import CosineSchedule, make_optimizer
+from hwnas.space import Space, Subnet, build_plan, load_space, plan_cost, with_classes
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "cifar10-small"
+RESOLUTION = 32
+CALIB_IMAGES = 2000
+SUBNET_POOL = 20_000
+"""Random subnets drawn to find one close in MACs to each target."""
+TARGET_MEAN_DIFF, TARGET_TAU, TARGET_SPEARMAN = -0.01, 0.7, 0.8
+BUDGET_TIME_TOLERANCE = 0.10
+"""`hwnas train` keeps its time budget when its wall time is within this fraction of it."""
+BUDGET_ANCHORS: tuple[tuple[int, int, int], ...] = ((2, 3, 3), (3, 5, 4), (4, 7, 6))
+BUDGET_MARGIN = 1.05
+LATENCY_TOLERANCE = 0.05
+"""A measured latency up to this fraction over the budget counts as within (as hwnas.pipeline.BUDGET_TOLERANCE)."""
+EXIT_NO_CANDIDATE = 3
+"""`hwnas generate` exit code: no candidate measured within the budget."""
+
+
+# ---------------------------------------------------------------------------- small helpers
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def parse_duration(text: str) -> float:
+    """'2700', '2700s', '45m', '1.5h' -> seconds."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([smh]?)\s*", text.lower())
+    if not m or float(m.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(f"not a positive duration: {text!r} (e.g. 2700, 2700s, 45m, 1.5h)")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Atomic: a killed run never leaves a half-written result that would be taken as done."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
+
+
+def last_json_line(stdout: str) -> dict[str, Any]:
+    lines = [ln for ln in stdout.strip().splitlines() if ln.strip()]
+    if not lines:
+        raise ValueError("the command printed nothing on stdout")
+    return json.loads(lines[-1])
+
+
+def run_cli(cmd: list[str], env: dict[str, str] | None = None) -> tuple[int, str, float]:
+    """Run a command with one intra-op thread; stderr streams to ours. Returns (exit code, stdout, wall s)."""
+    env = dict(os.environ if env is None else env, OMP_NUM_THREADS="1")
+    log("$ " + " ".join(cmd))
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None, text=True, env=env)
+    return p.returncode, p.stdout, time.perf_counter() - t0
 
 
 def make_subset(src: Path, dst: Path, n_train: int, seed: int) -> Path:
@@ -59,181 +141,539 @@ def make_subset(src: Path, dst: Path, n_train: int, seed: int) -> Path:
     return dst
 
 
-def train_scratch(net: torch.nn.Module, ds, cfg, epochs: int, resolution: int, seed: int) -> tuple[float, float]:
-    """Train a static network with the supernet's phase-1 recipe (no distillation); returns (seconds, img/s)."""
-    net.to(memory_format=torch.channels_last).train()
-    p = cfg.phases.full
-    opt = make_optimizer(net, p.lr, cfg.momentum, cfg.nesterov, cfg.weight_decay)
-    it = BatchIterator(ds.train_x, ds.train_y, cfg.batch_size, shuffle=True, seed=seed, drop_last=True)
-    sched = CosineSchedule(p.lr, epochs * len(it), round(p.warmup_epochs * len(it)))
-    g = torch.Generator().manual_seed(seed)
-    t0 = time.perf_counter()
-    n = 0
-    for e in range(epochs):
-        it.set_epoch(e)
-        for xb, yb in it:
-            x = augment_batch(xb, resolution, ds.mean, ds.std, train=True, generator=g, flip=cfg.flip)
-            loss = training_loss(net(x.contiguous(memory_format=torch.channels_last)), yb, None,
-                                 label_smoothing=cfg.label_smoothing, kd_weight=0.0, kd_temperature=1.0)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            sched.apply(opt)
-            opt.step()
-            sched.step()
-            n += xb.shape[0]
-    dt = time.perf_counter() - t0
-    return dt, n / dt
+def macs_of(space: Space, sub: Subnet) -> int:
+    return int(plan_cost(build_plan(space, sub))[0])
 
 
-def _cycle(it: BatchIterator):
-    e = 0
-    while True:
-        it.set_epoch(e)
-        yield from it
-        e += 1
+def budget_tag(b: float) -> str:
+    return f"{b:.3f}".rstrip("0").rstrip(".")
 
 
-def static_throughput(net: torch.nn.Module, ds, cfg, resolution: int, steps: int = 8) -> float:
-    """Training images/s of a plain network (same batch, augmentation and optimizer as the supernet)."""
-    net.to(memory_format=torch.channels_last).train()
-    opt = make_optimizer(net, 0.01, cfg.momentum, cfg.nesterov, cfg.weight_decay)
-    it = BatchIterator(ds.train_x, ds.train_y, cfg.batch_size, shuffle=True, seed=0, drop_last=True)
-    batches = [b for _, b in zip(range(steps + 1), _cycle(it))]
-    g = torch.Generator().manual_seed(0)
-    n, t = 0, 0.0
-    for i, (xb, yb) in enumerate(batches):
-        t0 = time.perf_counter()
-        x = augment_batch(xb, resolution, ds.mean, ds.std, train=True, generator=g, flip=cfg.flip)
-        loss = training_loss(net(x.contiguous(memory_format=torch.channels_last)), yb, None,
-                             label_smoothing=cfg.label_smoothing, kd_weight=0.0, kd_temperature=1.0)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if i > 0:  # first step warms up allocators
-            n += xb.shape[0]
-            t += time.perf_counter() - t0
-    return n / t
-
-
-def main() -> int:
-    here = Path(__file__).resolve().parent.parent
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--space", default="mbv3-cifar")
-    ap.add_argument("--data", default=str(here.parent / "shared" / "datasets" / "cifar10-small"))
-    ap.add_argument("--resolution", type=int, default=32, help="train and evaluate at this resolution only")
-    ap.add_argument("--train-images", type=int, default=2000)
-    ap.add_argument("--epochs", type=int, nargs=6, default=[3, 1, 1, 1, 1, 1], metavar="E",
-                    help="epochs of the phases full kernel depth1 depth2 expand1 expand2")
-    ap.add_argument("--subnets", type=int, default=8)
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--lr", type=float, nargs=2, default=[0.1, 0.03], metavar=("FULL", "LATER"))
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--work", default=None, help="keep the supernet and subset here (default: a temporary folder)")
-    args = ap.parse_args()
-    torch.set_num_threads(1)
-    t_all = time.perf_counter()
-
-    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="hwnas-quality-"))
-    work.mkdir(parents=True, exist_ok=True)
-    base = load_space(args.space)
-    if args.resolution not in base.resolutions:
-        print(f"--resolution {args.resolution} is not one of {base.resolutions}", file=sys.stderr)
-        return 2
-    space = base.model_copy(update={"name": f"{base.name}-r{args.resolution}", "resolutions": [args.resolution],
-                                    "default_resolution": args.resolution})
-    (work / "space.yaml").write_text(yaml.safe_dump(space.model_dump(mode="json", exclude_none=True)))
-    subset = work / "data"
-    if not subset.exists():
-        make_subset(Path(args.data), subset, args.train_images, args.seed)
-    ds = load_dataset(str(subset))
-    space = with_classes(space, ds.num_classes)
-
-    cfg_d = default_config(space, str(subset)).model_dump()
-    for name, e in zip(PHASES, args.epochs):
-        cfg_d["phases"][name].update(epochs=e, lr=args.lr[0] if name == "full" else args.lr[1],
-                                     warmup_epochs=min(1, e) if name == "full" else 0)
-    cfg_d.update(batch_size=args.batch_size, eval_subnets=0, seed=args.seed, checkpoint_every_seconds=600)
-    (work / "train.yaml").write_text(yaml.safe_dump(cfg_d))
-    from hwnas.train.config import TrainConfig
-
-    cfg = TrainConfig.model_validate(cfg_d)
-    total_epochs = cfg.total_epochs
-
-    ckpt = work / "supernet.pt"
-    cmd = [sys.executable, "-m", "hwnas", "train", "--space", str(work / "space.yaml"), "--data", str(subset),
-           "--out", str(ckpt), "--config", str(work / "train.yaml"), "--device", "cpu", "--json", "--no-progress"]
-    if ckpt.exists():
-        cmd.append("--resume")
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
-    sn_seconds = time.perf_counter() - t0
-    if proc.returncode != 0:
-        print(proc.stderr[-4000:], file=sys.stderr)
-        return 1
-    sn_res = json.loads(proc.stdout.strip().splitlines()[-1])
-    log = [json.loads(x) for x in Path(sn_res["metrics"]).read_text().splitlines()]
-    phase_ips = {r["phase"]: r["images_per_s"] for r in log if r["type"] == "epoch"}
-    print(f"supernet trained: {sn_res['epochs']} epochs, {sn_res['train_seconds_total']:.0f} s of steps, "
-          f"{sn_seconds:.0f} s wall", file=sys.stderr, flush=True)
-
-    sup, _ = load_supernet(ckpt)
-    rng = np.random.default_rng([args.seed, 4242])
-    subs = [space.sample(rng=rng) for _ in range(args.subnets)]
-    rows = []
-    for i, sub in enumerate(subs):
-        inherited = evaluate_subnet(sup, sub, ds, calib_images=2000)
-        torch.manual_seed(args.seed + i)
-        net = StaticNet(build_plan(space, sub))
-        init_weights(net)
-        secs, ips = train_scratch(net, ds, cfg, total_epochs, args.resolution, args.seed + i)
-        recalibrate_bn(net, ds.train_x[:2000], args.resolution, ds.mean, ds.std)
-        scratch = accuracy(net, ds.val_x, ds.val_y, args.resolution, ds.mean, ds.std)
-        macs = plan_cost(build_plan(space, sub))[0]
-        rows.append(dict(i=i, macs=macs, inherited=inherited, scratch=scratch, scratch_s=secs, scratch_ips=ips))
-        print(f"subnet {i}: {macs / 1e6:.1f}M MACs inherited {inherited:.3f} scratch {scratch:.3f} ({secs:.0f} s)",
-              file=sys.stderr, flush=True)
-
-    from scipy.stats import kendalltau
-
-    inh = np.array([r["inherited"] for r in rows])
-    scr = np.array([r["scratch"] for r in rows])
-    tau = float(kendalltau(inh, scr).statistic) if len(rows) > 1 else float("nan")
-    largest = sup.extract(space.largest())
-    static_ips = static_throughput(largest, ds, cfg, args.resolution)
-
+def header() -> str:
     load = os.getloadavg()
-    print(f"# bench_supernet_quality  {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC  {platform.node()}  "
-          f"{os.cpu_count()} cores, 1 thread  load avg {load[0]:.1f}/{load[1]:.1f}")
-    print(f"space {space.name} ({args.space} choices, resolution {args.resolution} only), data {args.data}: "
-          f"{ds.train_x.shape[0]} train / {ds.val_x.shape[0]} val images, batch {args.batch_size}")
-    print(f"supernet phases (epochs) {dict(zip(PHASES, args.epochs))} = {total_epochs} epochs; "
-          f"scratch baselines: {total_epochs} epochs each, phase-1 recipe without distillation")
-    print()
-    print("| subnet | MACs (M) | inherited acc | scratch acc | diff |")
-    print("| --- | --- | --- | --- | --- |")
-    for r in rows:
-        print(f"| {r['i']} | {r['macs'] / 1e6:.1f} | {r['inherited']:.3f} | {r['scratch']:.3f} | {r['inherited'] - r['scratch']:+.3f} |")
-    print(f"| mean | | {inh.mean():.3f} | {scr.mean():.3f} | {inh.mean() - scr.mean():+.3f} |")
+    return (f"# bench_supernet_quality  {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC  {platform.node()}  "
+            f"{os.cpu_count()} cores  load avg {load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f}  torch {torch.__version__}")
+
+
+def fmt(v: Any, spec: str = ".3f") -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
+
+
+# ---------------------------------------------------------------------------- worker pool
+
+def _worker_init() -> None:
+    torch.set_num_threads(1)
+
+
+@dataclass
+class Job:
+    """One independent training; its worker writes `out` (the job is skipped when `out` exists)."""
+
+    out: Path
+    fn: Callable[..., dict[str, Any]]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def run_pool(jobs: list[Job], max_procs: int, outside_busy: Callable[[], int] = lambda: 0) -> dict[Path, Any]:
+    """Run the unfinished jobs in 'spawn' worker processes, keeping (running jobs + `outside_busy()`)
+    <= `max_procs`. Returns out path -> result (a dict with 'error' for a job that failed; its
+    JSON is not written, so a re-run tries it again)."""
+    results: dict[Path, Any] = {j.out: read_json(j.out) for j in jobs if j.out.exists()}
+    pending = [j for j in jobs if not j.out.exists()]
+    if not pending:
+        return results
+    os.environ["OMP_NUM_THREADS"] = "1"  # inherited by the spawned workers
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=max_procs, mp_context=ctx, initializer=_worker_init) as ex:
+        running: dict[Future, Job] = {}
+        while pending or running:
+            while pending and len(running) + outside_busy() < max_procs:
+                j = pending.pop(0)
+                try:
+                    running[ex.submit(j.fn, out=str(j.out), **j.kwargs)] = j
+                except BrokenProcessPool as e:  # a worker died (killed, out of memory): report the rest as failed
+                    for rest in [j, *pending]:
+                        results[rest.out] = {"error": f"BrokenProcessPool: {e}"}
+                    pending = []
+            if not running:
+                time.sleep(2.0)
+                continue
+            done, _ = wait(list(running), timeout=2.0, return_when=FIRST_COMPLETED)
+            for fut in done:
+                j = running.pop(fut)
+                try:
+                    results[j.out] = fut.result()
+                except Exception as e:  # noqa: BLE001 - reported in the table, retried on re-run
+                    log(f"job {j.out.name} failed: {type(e).__name__}: {e}")
+                    results[j.out] = {"error": f"{type(e).__name__}: {e}"}
+    return results
+
+
+def _fresh_net(space: dict[str, Any], subnet: dict[str, Any], data: str, seed: int) -> tuple[Any, Subnet, Any]:
+    """(worker) A from-scratch network of `subnet` (seeded init) and the dataset."""
+    from hwnas.data import load_dataset
+    from hwnas.supernet import StaticNet, init_weights
+
+    sp = Space.model_validate(space)
+    sub = sp.validate_subnet(subnet)
+    torch.manual_seed(seed)
+    net = StaticNet(build_plan(sp, sub))
+    init_weights(net)
+    return net, sub, load_dataset(data)
+
+
+def train_alone_job(*, out: str, space: dict[str, Any], subnet: dict[str, Any], data: str, epochs: float,
+                    seed: int, index: int) -> dict[str, Any]:
+    """(worker) Train one subnet from scratch for `epochs`; write and return its result."""
+    from hwnas.train.standalone import train_network
+
+    net, sub, ds = _fresh_net(space, subnet, data, seed)
+    log(f"alone {index}: {macs_of(Space.model_validate(space), sub) / 1e6:.1f}M MACs, {epochs:g} epochs")
+    r = train_network(net, ds, resolution=sub.resolution, epochs=epochs, seed=seed, label=f"alone {index}")
+    res = dict(r, index=index, seed=seed, subnet=sub.model_dump(mode="json"))
+    write_json(Path(out), res)
+    log(f"alone {index}: val acc {r['val_acc']:.4f} after {r['seconds']:.0f} s")
+    return res
+
+
+def train_baseline_job(*, out: str, space: dict[str, Any], subnet: dict[str, Any], data: str, time_budget_s: float,
+                       seed: int, weights: str, label: str) -> dict[str, Any]:
+    """(worker) Train one fixed network for `time_budget_s` seconds; save its weights; write and return the result."""
+    from hwnas.train.standalone import train_network
+
+    net, sub, ds = _fresh_net(space, subnet, data, seed)
+    log(f"{label}: training for {time_budget_s:.0f} s")
+    r = train_network(net, ds, resolution=sub.resolution, time_budget_s=time_budget_s, seed=seed, label=label)
+    torch.save(net.state_dict(), weights)
+    res = dict(r, seed=seed, subnet=sub.model_dump(mode="json"), weights=weights, time_budget_s=time_budget_s)
+    write_json(Path(out), res)
+    log(f"{label}: val acc {r['val_acc']:.4f}, {r['epochs']:.1f} epochs in {r['seconds']:.0f} s")
+    return res
+
+
+# ---------------------------------------------------------------------------- part 1: quality
+
+def r32_space() -> Space:
+    base = load_space("mbv3-cifar")
+    return base.model_copy(update={"name": "mbv3-cifar-r32", "resolutions": [RESOLUTION], "default_resolution": RESOLUTION})
+
+
+def tilted_sample(space: Space, rng: np.random.Generator, tilt: float) -> Subnet:
+    """A random subnet whose choices lean to the small (tilt < 0) or large (tilt > 0) end of each
+    choice list (tilt 0: `Space.sample`'s uniform choice), so a pool covers the whole MAC range."""
+    def pick(choices: list[int]) -> int:
+        w = np.exp(tilt * np.linspace(-1.0, 1.0, len(choices)))
+        return int(rng.choice(choices, p=w / w.sum()))
+
+    depths = [pick(s.depths) for s in space.stages]
+    return space.validate_subnet(dict(
+        resolution=int(rng.choice(space.resolutions)), depths=depths,
+        kernels=[[pick(s.kernels) for _ in range(d)] for s, d in zip(space.stages, depths)],
+        expands=[[pick(s.expands) for _ in range(d)] for s, d in zip(space.stages, depths)]))
+
+
+def pick_subnets(space: Space, k: int, seed: int, pool: int = SUBNET_POOL) -> list[Subnet]:
+    """The smallest, the largest and, for k-2 MAC targets evenly spaced strictly between them,
+    the subnet of a seeded random pool closest in MACs to each (no duplicates); by MACs.
+
+    Half the pool is `Space.sample` draws, half leans to small or large choices: uniform draws
+    alone cluster in the middle and leave the top of the MAC range empty."""
+    lo, hi = space.smallest(), space.largest()
+    rng = np.random.default_rng([seed, 4242])
+    cand: dict[str, tuple[Subnet, int]] = {}
+    for n in range(pool):
+        s = space.sample(rng=rng) if n % 2 == 0 else tilted_sample(space, rng, float(rng.uniform(-3.0, 3.0)))
+        cand.setdefault(s.key(), (s, macs_of(space, s)))
+    taken = {lo.key(), hi.key()}
+    picked = [lo, hi]
+    for target in np.linspace(macs_of(space, lo), macs_of(space, hi), k)[1:-1]:
+        key, (s, _) = min(((kk, v) for kk, v in cand.items() if kk not in taken), key=lambda kv: abs(kv[1][1] - target))
+        taken.add(key)
+        picked.append(s)
+    return sorted(picked, key=lambda s: macs_of(space, s))
+
+
+def train_supernet(args: argparse.Namespace, work: Path, data: str, space: Space) -> dict[str, Any]:
+    """`hwnas train --time-budget` in a subprocess; WORK/supernet.json holds its result and wall time."""
+    ckpt, res_path = work / "supernet.pt", work / "supernet.json"
+    if ckpt.exists() and res_path.exists():
+        log(f"supernet: reusing {ckpt}")
+        return read_json(res_path)
+    if ckpt.exists():  # a killed time-budgeted run: resuming would distort the time accounting
+        stale = ckpt.with_suffix(".stale.pt")
+        log(f"supernet: {ckpt} has no result (killed run?); moved to {stale.name}, training again")
+        ckpt.replace(stale)
+    cmd = [sys.executable, "-m", "hwnas", "train", "--space", str(work / "space.yaml"), "--data", data,
+           "--out", str(ckpt), "--time-budget", f"{args.supernet_budget:g}", "--json", "--no-progress"]
+    if args.schedule:
+        from hwnas.train.config import default_config
+
+        cfg = default_config(space, data, schedule=args.schedule).model_dump(mode="json")
+        (work / "train.yaml").write_text(yaml.safe_dump(cfg))
+        cmd += ["--config", str(work / "train.yaml")]
+    code, out, wall = run_cli(cmd)
+    if code != 0:
+        raise SystemExit(f"hwnas train failed (exit {code})")
+    res = last_json_line(out)
+    res.update(wall_s=wall, command=cmd, schedule=args.schedule or res.get("schedule"))
+    write_json(res_path, res)
+    return res
+
+
+def part_quality(args: argparse.Namespace, work: Path, data: str) -> dict[str, Any]:
+    from scipy.stats import kendalltau, spearmanr
+
+    from hwnas.data import load_dataset
+    from hwnas.train.checkpoint import load_supernet
+    from hwnas.train.evaluate import evaluate_subnet
+
+    space0 = r32_space()
+    (work / "space.yaml").write_text(yaml.safe_dump(space0.model_dump(mode="json", exclude_none=True)))
+    ds = load_dataset(data)
+    space = with_classes(space0, ds.num_classes)
+    sn = train_supernet(args, work, data, space)
+    epochs = float(sn["epochs"])  # the alone runs get as many epochs as the whole supernet run
+    if epochs <= 0:
+        raise SystemExit(f"the supernet trained {epochs:g} epochs in its budget; nothing to compare (raise --supernet-budget)")
+
+    subs = pick_subnets(space, args.subnets, args.seed)
+    write_json(work / "subnets.json", [s.model_dump(mode="json") for s in subs])
+
+    inh_path = work / "inherited.json"
+    inherited: dict[str, float] = read_json(inh_path) if inh_path.exists() else {}
+    if any(s.key() not in inherited for s in subs):
+        sup, _ = load_supernet(work / "supernet.pt")
+        for i, s in enumerate(subs):
+            if s.key() not in inherited:
+                inherited[s.key()] = evaluate_subnet(sup, s, ds, calib_images=CALIB_IMAGES)
+                log(f"inherited {i}: {macs_of(space, s) / 1e6:.1f}M MACs, val acc {inherited[s.key()]:.4f}")
+        write_json(inh_path, inherited)
+        del sup
+
+    jobs = [Job(work / f"alone-{i}.json", train_alone_job,
+                dict(space=space.model_dump(mode="json"), subnet=s.model_dump(mode="json"), data=data,
+                     epochs=epochs, seed=args.seed + i, index=i))
+            for i, s in enumerate(subs)]
+    # a stale alone-i.json (another subnet choice or epoch count) would silently pair wrong results
+    for j in jobs:
+        if j.out.exists():
+            old = read_json(j.out)
+            if old.get("subnet") != j.kwargs["subnet"] or abs(float(old.get("epochs", 0)) - epochs) > 0.05 * epochs + 1e-9:
+                log(f"{j.out.name}: from another subnet or epoch count; training again")
+                j.out.unlink()
+    log(f"training {len(jobs)} subnets alone for {epochs:g} epochs each ({args.jobs} at a time)")
+    alone = run_pool(jobs, args.jobs)
+
+    rows = []
+    for i, (s, j) in enumerate(zip(subs, jobs)):
+        a = alone.get(j.out, {})
+        rows.append(dict(index=i, subnet=s.model_dump(mode="json"), macs=macs_of(space, s), inherited=inherited[s.key()],
+                         alone=a.get("val_acc"), alone_seconds=a.get("seconds"), alone_epochs=a.get("epochs"),
+                         alone_images_per_s=a.get("images_per_s"), error=a.get("error")))
+    ok = [r for r in rows if r["alone"] is not None]
+    inh = np.array([r["inherited"] for r in ok])
+    aln = np.array([r["alone"] for r in ok])
+    mean_diff = float((inh - aln).mean()) if ok else float("nan")
+    tau = float(kendalltau(inh, aln).statistic) if len(ok) > 1 else float("nan")
+    all_inh = np.array([r["inherited"] for r in rows])
+    rho = float(spearmanr(all_inh, [r["macs"] for r in rows]).statistic) if len(rows) > 1 else float("nan")
+    budget = float(sn.get("time_budget_s") or args.supernet_budget)
+    wall = float(sn["wall_s"])
+    return dict(
+        space=space.name, data=data, train_images=int(ds.train_x.shape[0]), val_images=int(ds.val_x.shape[0]),
+        supernet=sn, supernet_epochs=epochs, rows=rows,
+        mean_diff=mean_diff, kendall_tau=tau, spearman_macs=rho,
+        met=dict(mean_diff=bool(mean_diff >= TARGET_MEAN_DIFF), kendall_tau=bool(tau >= TARGET_TAU),
+                 spearman_macs=bool(rho >= TARGET_SPEARMAN)),
+        time_budget_s=budget, train_wall_s=wall,
+        within_time_budget=bool(abs(wall - budget) <= BUDGET_TIME_TOLERANCE * budget),
+    )
+
+
+def print_quality(q: dict[str, Any]) -> None:
+    sn = q["supernet"]
+    yes = lambda b: "yes" if b else "NO"  # noqa: E731
+    print(f"\n## part 1: inherited vs alone ({q['space']}, {q['train_images']} train / {q['val_images']} val images)\n")
+    print("| subnet | MACs (M) | inherited acc | alone acc | diff |")
+    print("| ---: | ---: | ---: | ---: | ---: |")
+    for r in q["rows"]:
+        diff = None if r["alone"] is None else r["inherited"] - r["alone"]
+        alone = fmt(r["alone"], ".4f") if r["error"] is None else "failed"
+        print(f"| {r['index']} | {r['macs'] / 1e6:.1f} | {r['inherited']:.4f} | {alone} | {fmt(diff, '+.4f')} |")
     print()
     print("| measure | value | target | met |")
-    print("| --- | --- | --- | --- |")
-    print(f"| mean inherited - scratch | {inh.mean() - scr.mean():+.3f} | >= 0 | {'yes' if inh.mean() >= scr.mean() else 'NO'} |")
-    print(f"| Kendall tau (inherited vs scratch ranking) | {tau:.2f} | >= 0.6 | {'yes' if tau >= 0.6 else 'NO'} |")
-    print(f"| supernet largest/smallest val acc (end of training) | {sn_res['val_acc_max']:.3f} / {sn_res['val_acc_min']:.3f} | | |")
+    print("| --- | ---: | --- | --- |")
+    print(f"| mean inherited - alone | {fmt(q['mean_diff'], '+.4f')} | >= {TARGET_MEAN_DIFF:+.2f} | {yes(q['met']['mean_diff'])} |")
+    print(f"| Kendall tau, inherited vs alone | {fmt(q['kendall_tau'], '.2f')} | >= {TARGET_TAU} | {yes(q['met']['kendall_tau'])} |")
+    print(f"| Spearman, inherited vs MACs | {fmt(q['spearman_macs'], '.2f')} | >= {TARGET_SPEARMAN} | {yes(q['met']['spearman_macs'])} |")
     print()
-    print("| training throughput | images/s |")
-    print("| --- | --- |")
-    print(f"| static largest subnet (plain StaticNet) | {static_ips:.0f} |")
-    for ph in PHASES:
-        if ph in phase_ips:
-            print(f"| supernet, phase {ph} | {phase_ips[ph]:.0f} |")
-    ep = [r for r in log if r["type"] == "epoch"]
-    whole = sum(r["images_per_s"] * r["seconds"] for r in ep) / max(sum(r["seconds"] for r in ep), 1e-9)
-    print(f"| supernet, whole run | {whole:.0f} |")
+    b, w = q["time_budget_s"], q["train_wall_s"]
+    print(f"supernet: time budget {b:.0f} s; `hwnas train` wall {w:.0f} s ({(w - b) / b:+.1%}, "
+          f"{'within' if q['within_time_budget'] else 'OUTSIDE'} +-{BUDGET_TIME_TOLERANCE:.0%}); "
+          f"training steps {fmt(sn.get('train_seconds_total'), '.0f')} s; {q['supernet_epochs']:g} epochs "
+          f"(planned {json.dumps(sn.get('planned_epochs'))}); schedule {sn.get('schedule') or 'default'}; "
+          f"end-of-training val acc largest {fmt(sn.get('val_acc_max'))}, smallest {fmt(sn.get('val_acc_min'))}")
+    secs = [r["alone_seconds"] for r in q["rows"] if r["alone_seconds"] is not None]
+    print(f"alone: {q['supernet_epochs']:g} epochs each (StandaloneRecipe, 1 thread); "
+          f"{sum(secs):.0f} s of training steps in all")
+
+
+# ---------------------------------------------------------------------------- part 2: generate vs baseline
+
+def uniform_subnet(space: Space, d: int, k: int, e: int, resolution: int = RESOLUTION) -> Subnet:
+    n = len(space.stages)
+    return space.validate_subnet(dict(resolution=resolution, depths=[d] * n, kernels=[[k] * d] * n, expands=[[e] * d] * n))
+
+
+def uniform_nets(space: Space, resolution: int = RESOLUTION) -> dict[tuple[int, int, int], Subnet]:
+    """Every (depth, kernel, expand) choice shared by all stages -> the uniform subnet."""
+    common = lambda attr: sorted(set.intersection(*(set(getattr(s, attr)) for s in space.stages)))  # noqa: E731
+    return {(d, k, e): uniform_subnet(space, d, k, e, resolution)
+            for d in common("depths") for k in common("kernels") for e in common("expands")}
+
+
+def default_budgets(uniform: dict[tuple[int, int, int], Subnet], predict: Callable[[Subnet], float]) -> list[float]:
+    return [round(BUDGET_MARGIN * predict(uniform[a]), 3) for a in BUDGET_ANCHORS]
+
+
+def pick_baseline(space: Space, uniform: dict[tuple[int, int, int], Subnet], predicted: dict[tuple[int, int, int], float],
+                  budget_ms: float) -> tuple[int, int, int] | None:
+    """The uniform net with the most MACs whose predicted latency fits the budget (None if none does)."""
+    fits = [a for a in uniform if predicted[a] <= budget_ms]
+    return max(fits, key=lambda a: (macs_of(space, uniform[a]), -predicted[a])) if fits else None
+
+
+def run_generate(args: argparse.Namespace, work: Path, data: str, budget: float) -> dict[str, Any]:
+    """`hwnas generate --time-budget` for one budget; WORK/gen-B.json holds the result (exit 3 recorded too)."""
+    tag = budget_tag(budget)
+    res_path = work / f"gen-{tag}.json"
+    if res_path.exists():
+        return read_json(res_path)
+    cmd = [sys.executable, "-m", "hwnas", "generate", "--budget-ms", tag, "--out", str(work / f"gen-{tag}"),
+           "--data", data, "--space", "mbv3-cifar", "--table", str(work / "table.json"),
+           "--time-budget", f"{args.generate_budget:g}", "--json", "--force"]
+    env = dict(os.environ, XDG_CACHE_HOME=str(work / "xdg-cache"))
+    code, out, wall = run_cli(cmd, env)
+    base = dict(budget_ms=budget, exit_code=code, wall_s=wall, command=cmd)
+    if code == EXIT_NO_CANDIDATE:
+        res = dict(base, no_candidate=True)
+    elif code != 0:
+        log(f"generate --budget-ms {tag} failed (exit {code}); not saved, a re-run tries again")
+        return dict(base, error=f"exit {code}")
+    else:
+        res = dict(last_json_line(out), **base)
+    write_json(res_path, res)
+    return res
+
+
+def measure_baseline(space: Space, sub: Subnet, weights: Path, table: Any, onnx_path: Path) -> float:
+    """Export the trained baseline as `hwnas export` does (BN folded, same exporter) and measure it
+    with the table's threads, provider and protocol."""
+    from hwnas.export.core import measure_model
+    from hwnas.export.fold import fold_batchnorm
+    from hwnas.export.onnx_io import export_graph
+    from hwnas.supernet import StaticNet
+
+    net = StaticNet(build_plan(space, sub))
+    net.load_state_dict(torch.load(weights, weights_only=True))
+    export_graph(fold_batchnorm(net.eval()), sub.resolution, onnx_path, channels=space.in_channels)
+    return measure_model(onnx_path, sub.resolution, space.in_channels, int(table.fingerprint.threads),
+                         str(table.fingerprint.provider), table.protocol)
+
+
+def within(measured: float | None, budget: float) -> bool:
+    return measured is not None and measured <= budget * (1 + LATENCY_TOLERANCE)
+
+
+def gen_ms(gen: dict[str, Any]) -> float | None:
+    """The generated model's latency measured like the baseline's (quietly, at the end) when there is one."""
+    return gen.get("quiet_measured_latency_ms", gen.get("measured_latency_ms"))
+
+
+def winner(gen: dict[str, Any], base: dict[str, Any] | None, budget: float) -> str:
+    g_ok = "val_acc" in gen and within(gen_ms(gen), budget)
+    b_ok = base is not None and "val_acc" in base and within(base.get("measured_latency_ms"), budget)
+    if g_ok and b_ok:
+        d = gen["val_acc"] - base["val_acc"]  # type: ignore[index]
+        return "tie" if d == 0 else ("generate" if d > 0 else "baseline")
+    return "generate" if g_ok else "baseline" if b_ok else "neither within budget"
+
+
+def part_generate(args: argparse.Namespace, work: Path, data: str) -> dict[str, Any]:
+    from hwnas.data import load_dataset
+    from hwnas.latency import LatencyPredictor, load_table
+
+    table_path = work / "table.json"
+    if not table_path.exists():
+        code, _, wall = run_cli([sys.executable, "-m", "hwnas", "profile", "--space", "mbv3-cifar", "--out", str(table_path), "--json"])
+        if code != 0:
+            raise SystemExit(f"hwnas profile failed (exit {code})")
+        log(f"profiled this machine in {wall:.0f} s")
+    ds = load_dataset(data)
+    space = with_classes(load_space("mbv3-cifar"), ds.num_classes)
+    table = load_table(table_path, space)
+    pred = LatencyPredictor(table, space)
+    uniform = uniform_nets(space)
+    predicted = {a: float(pred.predict(s)) for a, s in uniform.items()}
+    budgets = [round(b, 3) for b in args.budgets_ms] if args.budgets_ms else default_budgets(uniform, pred.predict)
+    log("budgets (ms): " + ", ".join(budget_tag(b) for b in budgets))
+
+    picks = {b: pick_baseline(space, uniform, predicted, b) for b in budgets}
+    jobs: dict[float, Job] = {}
+    for i, (b, arch) in enumerate(picks.items()):
+        if arch is None:
+            log(f"budget {budget_tag(b)} ms: no uniform net is predicted to fit; no baseline")
+            continue
+        tag = budget_tag(b)
+        jobs[b] = Job(work / f"baseline-{tag}.train.json", train_baseline_job,
+                      dict(space=space.model_dump(mode="json"), subnet=uniform[arch].model_dump(mode="json"), data=data,
+                           time_budget_s=float(args.generate_budget), seed=args.seed + 100 + i,
+                           weights=str(work / f"baseline-{tag}.pt"), label=f"baseline {tag} ms {arch}"))
+    pending = {b: j for b, j in jobs.items() if not (work / f"baseline-{budget_tag(b)}.json").exists()}
+
+    gens: dict[float, dict[str, Any]] = {}
+    gen_running = threading.Event()
+
+    def generates() -> None:
+        try:
+            for b in budgets:
+                try:
+                    gens[b] = run_generate(args, work, data, b)
+                except Exception as e:  # noqa: BLE001 - reported in the table
+                    log(f"generate {budget_tag(b)} ms: {type(e).__name__}: {e}")
+                    gens[b] = dict(budget_ms=b, error=f"{type(e).__name__}: {e}")
+        finally:
+            gen_running.clear()
+
+    thread = threading.Thread(target=generates, name="generates")
+    gen_running.set()  # before the pool starts, so it never fills every slot
+    thread.start()
+    trained = run_pool(list(pending.values()), args.jobs, outside_busy=lambda: 1 if gen_running.is_set() else 0)
+    thread.join()
+
+    # latencies last, with nothing else running
+    baselines: dict[float, dict[str, Any]] = {}
+    for b, arch in picks.items():
+        if arch is None:
+            continue
+        tag = budget_tag(b)
+        path = work / f"baseline-{tag}.json"
+        if path.exists():
+            baselines[b] = read_json(path)
+            continue
+        t = trained.get(jobs[b].out, {})
+        if "error" in t or not t:
+            baselines[b] = dict(arch=list(arch), error=t.get("error", "not trained"))
+            continue
+        log(f"baseline {tag} ms: measuring latency")
+        ms = measure_baseline(space, uniform[arch], Path(t["weights"]), table, work / f"baseline-{tag}.onnx")
+        baselines[b] = dict(t, arch=list(arch), macs=macs_of(space, uniform[arch]), predicted_latency_ms=predicted[arch],
+                            measured_latency_ms=ms, budget_ms=b)
+        write_json(path, baselines[b])
+
+    # the generated models once more, as quietly as the baselines (generate measured them while
+    # baselines or the other part of the benchmark were training)
+    from hwnas.export.core import measure_model
+
+    for b, g in gens.items():
+        onnx = g.get("onnx")
+        if onnx and Path(onnx).exists() and "quiet_measured_latency_ms" not in g:
+            res = int(g["subnet"]["resolution"])
+            g["quiet_measured_latency_ms"] = measure_model(onnx, res, space.in_channels, int(table.fingerprint.threads),
+                                                           str(table.fingerprint.provider), table.protocol)
+            log(f"generate {budget_tag(b)} ms: re-measured {g['quiet_measured_latency_ms']:.3f} ms "
+                f"(generate measured {g['measured_latency_ms']:.3f} ms)")
+    rows = []
+    for b in budgets:
+        g, base = gens.get(b, {}), baselines.get(b)
+        rows.append(dict(budget_ms=b, generate=g, baseline=base, winner=winner(g, base, b)))
+    return dict(table=str(table_path), time_budget_s=float(args.generate_budget), budgets_ms=budgets,
+                uniform_predicted_ms={",".join(map(str, a)): v for a, v in predicted.items()}, rows=rows,
+                train_images=int(ds.train_x.shape[0]), val_images=int(ds.val_x.shape[0]))
+
+
+def print_generate(g: dict[str, Any]) -> None:
+    print(f"\n## part 2: `hwnas generate --time-budget {g['time_budget_s']:.0f}` vs a uniform net trained alone "
+          f"for {g['time_budget_s']:.0f} s ({g['train_images']} train / {g['val_images']} val images)\n")
+    hdr = ["budget ms", "generate val acc", "generate ms (own / quiet)", "within budget", "generate wall s",
+           "baseline arch (d,k,e)", "baseline val acc", "baseline measured ms", "baseline epochs", "winner"]
+    print("| " + " | ".join(hdr) + " |")
+    print("|" + "|".join("---:" for _ in hdr) + "|")
+    for r in g["rows"]:
+        gen, base, b = r["generate"], r["baseline"] or {}, r["budget_ms"]
+        if gen.get("no_candidate"):
+            g_acc, g_ms, g_in = "exit 3", "-", "no candidate"
+        elif "error" in gen or not gen:
+            g_acc, g_ms, g_in = "failed", "-", "-"
+        else:
+            g_acc, g_ms = f"{gen['val_acc']:.4f}", f"{gen['measured_latency_ms']:.3f} / {fmt(gen.get('quiet_measured_latency_ms'))}"
+            g_in = "yes" if within(gen_ms(gen), b) else "NO"
+        arch = "(" + ",".join(map(str, base["arch"])) + ")" if base.get("arch") else "none fits"
+        b_acc = "failed" if "error" in base else fmt(base.get("val_acc"), ".4f")
+        b_ms = fmt(base.get("measured_latency_ms"))
+        if base.get("measured_latency_ms") is not None and not within(base["measured_latency_ms"], b):
+            b_ms += " (over)"
+        print(f"| {budget_tag(b)} | {g_acc} | {g_ms} | {g_in} | {fmt(gen.get('wall_s'), '.0f')} | {arch} | {b_acc} | "
+              f"{b_ms} | {fmt(base.get('epochs'), '.1f')} | {r['winner']} |")
     print()
-    print("supernet images/s count each batch once, however many subnets a step trains (1/1/2/2/4/4 per phase)")
-    print(f"supernet training {sn_res['train_seconds_total']:.0f} s (wall {sn_seconds:.0f} s incl. per-phase evaluation); "
-          f"scratch training {sum(r['scratch_s'] for r in rows):.0f} s; whole benchmark {time.perf_counter() - t_all:.0f} s")
+    print(f"within budget: measured <= budget x {1 + LATENCY_TOLERANCE:g}; latencies: median, batch 1, the table's threads "
+          f"and protocol; the winner is the more accurate of the sides within budget")
+    for r in g["rows"]:
+        if r["generate"].get("cache"):
+            print(f"generate {budget_tag(r['budget_ms'])} ms caches: {r['generate']['cache']}")
+
+
+# ---------------------------------------------------------------------------- main
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--part", choices=["quality", "generate", "all"], default="all")
+    ap.add_argument("--work", required=True, help="keep everything here; finished pieces are reused on re-run")
+    ap.add_argument("--data", default=str(DEFAULT_DATA), help="ImageFolder root (train/ and val/)")
+    ap.add_argument("--jobs", type=int, default=2, help="at most this many busy processes (training workers + generate)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--train-limit", type=int, default=None, metavar="N",
+                    help="smoke tests only: a random N training images (symlinks under WORK), all val images")
+    ap.add_argument("--supernet-budget", type=parse_duration, default=parse_duration("45m"), metavar="DURATION",
+                    help="part 1: hwnas train --time-budget (e.g. 2700, 45m)")
+    ap.add_argument("--subnets", type=int, default=8, help="part 1: subnets compared")
+    ap.add_argument("--schedule", default=None, metavar="NAME", help="part 1: training schedule preset, e.g. sandwich, progressive, delayed; None: the default")
+    ap.add_argument("--generate-budget", type=parse_duration, default=parse_duration("45m"), metavar="DURATION",
+                    help="part 2: hwnas generate --time-budget, and the baseline's training time")
+    ap.add_argument("--budgets-ms", type=float, nargs=3, default=None, metavar=("X", "Y", "Z"),
+                    help="part 2: latency budgets (None: 1.05 x the predicted latency of uniform (2,3,3), (3,5,4), (4,7,6))")
+    args = ap.parse_args()
+    if args.jobs < 1 or args.subnets < 2:
+        ap.error("--jobs must be >= 1 and --subnets >= 2")
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+
+    work = Path(args.work).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    data = str(Path(args.data).resolve())
+    if args.train_limit is not None:
+        sub = work / f"data-{args.train_limit}"
+        if not sub.exists():
+            make_subset(Path(data), sub, args.train_limit, args.seed)
+        data = str(sub)
+
+    res_path = work / "results.json"
+    results: dict[str, Any] = read_json(res_path) if res_path.exists() else {}
+    if args.part in ("quality", "all"):
+        results["quality"] = part_quality(args, work, data)
+        write_json(res_path, results)
+    if args.part in ("generate", "all"):
+        results["generate"] = part_generate(args, work, data)
+    results["meta"] = dict(header=header(), argv=sys.argv[1:], data=data, torch=torch.__version__, host=platform.node(),
+                           cores=os.cpu_count(), loadavg=list(os.getloadavg()), seconds=time.perf_counter() - t0)
+    write_json(res_path, results)
+    print(header())  # at the end: the load average then says more about the run than at the start
+    if args.part in ("quality", "all"):
+        print_quality(results["quality"])
+    if args.part in ("generate", "all"):
+        print_generate(results["generate"])
+    print(f"\nwhole benchmark {time.perf_counter() - t0:.0f} s; results in {res_path}")
     return 0
 
 

@@ -17,6 +17,7 @@ from hwnas.errors import UserError
 from hwnas.export import read_metadata
 
 TINY_TRAIN = {
+    "schedule": "progressive",
     "phases": {name: {"epochs": 1, "lr": 0.05, "warmup_epochs": 0, "subnets_per_step": 1}
                for name in ("full", "kernel", "depth1", "depth2", "expand1", "expand2")},
     "batch_size": 32, "eval_subnets": 0, "flip": False,
@@ -178,3 +179,39 @@ def test_interrupted_training_leaves_no_cache_entry_and_a_damaged_partial_is_red
     net, meta = load_supernet(path)
     assert meta.finished and meta.config == cfg.model_dump(mode="json")
     assert cached_supernet(sp, tiny_folder, ds.fingerprint, cfg, progress=False) == (final, True)
+
+
+def test_time_budget_splits_the_run_and_fine_tunes_the_choice(first_run, tiny_folder, tmp_path):
+    """--time-budget: the supernet is planned for its share, the search is sized to its share, and
+    what is left fine-tunes the chosen subnet; the whole call ends near the budget."""
+    import time
+
+    from hwnas.pipeline import TRAIN_SHARE, generate
+
+    kw = {k: v for k, v in KW.items() if k not in ("train_config", "search_options")}
+    budget = 60.0
+    t0 = time.perf_counter()
+    r = generate(10.0, tmp_path / "tb", data=tiny_folder, time_budget=f"{budget:g}s", **kw)
+    wall = time.perf_counter() - t0
+    assert r["time_budget_s"] == budget and r["cache"]["supernet"] == "miss"
+    assert r["stage_seconds"]["train"] <= TRAIN_SHARE * budget * 1.25 + 2
+    assert r["finetune"] is not None and r["finetune"]["iters"] > 5 and r["stage_seconds"]["finetune"] > 5, (r["stage_seconds"], r["warnings"])
+    assert wall <= budget * 1.15, r["stage_seconds"]
+    report = (tmp_path / "tb" / "report.md").read_text()
+    assert "fine-tuning:" in report and "fine-tune the chosen subnet" in report
+    # the exported weights are the fine-tuned ones, not the supernet's: accuracy is what the export measured
+    from hwnas.export import read_metadata
+
+    assert read_metadata(tmp_path / "tb" / "model.onnx").val_acc == pytest.approx(r["val_acc"])
+    # a second call with the same budget reuses that supernet and gives its time to fine-tuning
+    r2 = generate(10.0, tmp_path / "tb2", data=tiny_folder, time_budget=f"{budget:g}s", **kw)
+    assert r2["cache"]["supernet"] == "hit" and r2["finetune"]["seconds"] > r["finetune"]["seconds"]
+
+
+def test_cli_time_budget_errors_exit_2(tmp_path, capsys):
+    code = main(["generate", "--budget-ms", "1", "--out", str(tmp_path / "o"), "--time-budget", "later"])
+    assert code == 2 and "--time-budget: 'later' is not a duration" in capsys.readouterr().err
+    code = main(["generate", "--budget-ms", "1", "--out", str(tmp_path / "o"), "--time-budget", "1m", "--epochs-scale", "2"])
+    assert code == 2 and "--time-budget and --epochs-scale" in capsys.readouterr().err
+    code = main(["generate", "--budget-ms", "1", "--out", str(tmp_path / "o"), "--val-images", "0"])
+    assert code == 2 and "--val-images" in capsys.readouterr().err

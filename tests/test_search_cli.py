@@ -165,3 +165,28 @@ def test_api_second_table_and_macs_objectives(files: dict[str, Path], tmp_path: 
     assert [p["subnet"] for p in pareto] == [e.subnet.model_dump() for e in r.front]
     assert json.loads(Path(r.outputs["best"]).read_text()) == r.best_subnet.model_dump()
     assert [p["objectives"]["latency2_ms"] for p in pareto] == [e.objectives["latency2_ms"] for e in r.front]
+
+
+def test_val_images_scores_on_a_fixed_subset(files: dict[str, Path], capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch):
+    """--val-images N: every subnet is scored on the same N validation images; 0 is refused."""
+    import hwnas.train as tr
+
+    sizes: list[int] = []
+    real = tr.evaluate_subnet
+
+    def spy(net, sub, ds, **k):
+        sizes.append(int(ds.val_x.shape[0]))
+        return real(net, sub, ds, **k)
+
+    monkeypatch.setattr(tr, "evaluate_subnet", spy)
+    m = _min_latency(files)
+    out = files["dir"] / "out-val"
+    code, _, err = _run(capsys, ["search", "--supernet", str(files["ckpt"]), "--table", str(files["table"]),
+                                 "--budget-ms", str(round(2 * m, 4)), "--data", "digits", "--out", str(out), "--val-images", "50", *FAST])
+    assert code == 0, err
+    assert sizes and set(sizes) == {50}
+    assert "(50 validation images" in (out / "search.log").read_text() or "(50 validation images" in err
+    code, _, err = _run(capsys, ["search", "--supernet", str(files["ckpt"]), "--table", str(files["table"]),
+                                 "--budget-ms", str(round(2 * m, 4)), "--data", "digits", "--out", str(files["dir"] / "o0"),
+                                 "--val-images", "0", *FAST])
+    assert code == 2 and "--val-images" in err

@@ -17,7 +17,7 @@ from hwnas.space import Space, load_space, with_classes
 from hwnas.supernet import Supernet
 from hwnas.train.bn import recalibrate_bn
 from hwnas.train.checkpoint import SupernetMeta, load_checkpoint, load_supernet, save_checkpoint
-from hwnas.train.config import PHASES, TrainConfig, default_config, resolve_config
+from hwnas.train.config import PHASES, TrainConfig, default_config, progressive_phases, resolve_config
 from hwnas.train.evaluate import accuracy, evaluate_subnet
 from hwnas.train.losses import kd_loss, soft_target_ce, training_loss
 from hwnas.train.phases import eval_subnets, phase_space, sample_step
@@ -60,43 +60,63 @@ def test_default_configs_are_valid_and_digits_do_not_flip():
     tiny = load_space("mbv3-tiny")
     d = default_config(tiny, "digits")
     assert d.flip is False and default_config(tiny, "/some/folder").flip is True
-    ofa = default_config(load_space("mbv3-imagenet"), "/imagenet")
-    assert [ofa.phases.get(p).epochs for p in PHASES] == [180, 125, 25, 125, 25, 125]
-    assert [ofa.phases.get(p).subnets_per_step for p in PHASES] == [1, 1, 2, 2, 4, 4]
+    assert d.schedule == "sandwich" and [p.name for p in d.phases] == ["sandwich"]
+    ofa = default_config(load_space("mbv3-imagenet"), "/imagenet", schedule="progressive")
+    assert [p.name for p in ofa.phases] == list(PHASES)
+    assert [p.epochs for p in ofa.phases] == [180, 125, 25, 125, 25, 125]
+    assert [p.subnets_per_step for p in ofa.phases] == [1, 1, 2, 2, 4, 4]
+    assert [p.teacher for p in ofa.phases] == ["none"] + ["frozen"] * 5
+    assert [p.reorder_channels for p in ofa.phases] == [False] * 4 + [True] * 2
+    delayed = default_config(tiny, "/x", schedule="delayed")
+    assert [(p.name, p.sampler, p.teacher) for p in delayed.phases] == [("full", "random", "none"), ("sandwich", "sandwich", "inplace")]
+    with pytest.raises(UserError, match="schedule: 'ofa' is not one of"):
+        default_config(tiny, "digits", schedule="ofa")
 
 
 def test_config_file_partial_override_and_field_errors(tmp_path: Path):
     sp = load_space("mbv3-tiny")
     f = tmp_path / "c.yaml"
-    f.write_text(yaml.safe_dump({"batch_size": 16, "phases": {"full": {"lr": 0.5}}}))
+    f.write_text(yaml.safe_dump({"batch_size": 16, "schedule": "progressive", "phases": {"full": {"lr": 0.5}}}))
     cfg = resolve_config(sp, "digits", f)
-    base = default_config(sp, "digits")
-    assert cfg.batch_size == 16 and cfg.phases.full.lr == 0.5
-    assert cfg.phases.full.epochs == base.phases.full.epochs  # untouched fields keep the defaults
+    base = default_config(sp, "digits", schedule="progressive")
+    assert cfg.batch_size == 16 and cfg.phase("full").lr == 0.5
+    assert cfg.phase("full").epochs == base.phase("full").epochs  # untouched fields keep the defaults
+    assert cfg.phase("kernel") == base.phase("kernel")
 
-    f.write_text(yaml.safe_dump({"phases": {"kernel": {"lr": -1}}}))
+    f.write_text(yaml.safe_dump({"schedule": "progressive", "phases": {"kernel": {"lr": -1}}}))
     with pytest.raises(UserError, match=r"c\.yaml: phases\.kernel\.lr"):
+        resolve_config(sp, "digits", f)
+    f.write_text(yaml.safe_dump({"phases": {"kernel": {"lr": 0.1}}}))  # the default schedule has no 'kernel' phase
+    with pytest.raises(UserError, match=r"phases\.kernel: no phase of that name .*sandwich.*schedule"):
         resolve_config(sp, "digits", f)
     f.write_text(yaml.safe_dump({"batch_sise": 3}))
     with pytest.raises(UserError, match="batch_sise"):
         resolve_config(sp, "digits", f)
-    f.write_text(yaml.safe_dump({"phases": {"full": {"epochs": 1, "warmup_epochs": 2}}}))
+    f.write_text(yaml.safe_dump({"phases": {"sandwich": {"epochs": 1, "warmup_epochs": 2}}}))
     with pytest.raises(UserError, match="warmup_epochs"):
         resolve_config(sp, "digits", f)
-    zero = {"phases": {p: {"epochs": 0} for p in PHASES}}
+    f.write_text(yaml.safe_dump({"phases": {"sandwich": {"teacher": "inplace", "sampler": "random"}}}))
+    with pytest.raises(UserError, match="inplace.*sandwich"):
+        resolve_config(sp, "digits", f)
+    zero = {"schedule": "progressive", "phases": {p: {"epochs": 0} for p in PHASES}}
     with pytest.raises(UserError, match="at least one phase"):
         resolve_config(sp, "digits", zero)
+    dup = {"phases": [dict(name="a", epochs=1, lr=0.1), dict(name="a", epochs=1, lr=0.1)]}
+    with pytest.raises(UserError, match="unique.*a"):
+        resolve_config(sp, "digits", dup)
+    custom = resolve_config(sp, "digits", {"schedule": "mine", "phases": [dict(name="k", epochs=2, lr=0.1, elastic={"kernel": 0})]})
+    assert [p.name for p in custom.phases] == ["k"] and custom.phase("k").elastic == {"kernel": 0}
     f.write_text("[1, 2]")
     with pytest.raises(UserError, match="mapping"):
         resolve_config(sp, "digits", f)
 
 
 def test_epochs_scale_keeps_every_training_phase():
-    cfg = default_config(load_space("mbv3-imagenet"), "x")
+    cfg = default_config(load_space("mbv3-imagenet"), "x", schedule="progressive")
     s = cfg.scaled(0.001)
-    assert all(s.phases.get(p).epochs == 1 for p in PHASES)
-    assert all(s.phases.get(p).warmup_epochs <= 1 for p in PHASES)
-    assert cfg.scaled(2.0).phases.full.epochs == 360
+    assert all(p.epochs == 1 for p in s.phases)
+    assert all(p.warmup_epochs <= 1 for p in s.phases)
+    assert cfg.scaled(2.0).phase("full").epochs == 360
     with pytest.raises(UserError, match="epochs-scale"):
         cfg.scaled(0)
 
@@ -106,6 +126,7 @@ def test_epochs_scale_keeps_every_training_phase():
 
 def test_phase_space_restricts_choices():
     sp = micro_space()
+    ofa = {p.name: p for p in default_config(sp, "x", schedule="progressive").phases}
     expect = {  # (kernels, depths, expands) allowed in each phase
         "full": ([5], [3], [4]),
         "kernel": ([3, 5], [3], [4]),
@@ -114,28 +135,42 @@ def test_phase_space_restricts_choices():
         "expand1": ([3, 5], [1, 2, 3], [3, 4]),
         "expand2": ([3, 5], [1, 2, 3], [2, 3, 4]),
     }
-    for phase, (ks, ds, es) in expect.items():
+    for name, (ks, ds, es) in expect.items():
+        phase = ofa[name].model_copy(update={"subnets_per_step": 2})
         r = phase_space(sp, phase)
         assert r.resolutions == sp.resolutions
         for st in r.stages:
-            assert (st.kernels, st.depths, st.expands) == (ks, ds, es), phase
+            assert (st.kernels, st.depths, st.expands) == (ks, ds, es), name
         seen_k, seen_d, seen_e = set(), set(), set()
         for step in range(60):
-            _, subs = sample_step(sp, phase, seed=0, epoch=0, step=step, count=2)
+            _, subs = sample_step(sp, phase, 0, seed=0, epoch=0, step=step)
+            assert len(subs) == 2
             for s in subs:
                 seen_d.update(s.depths)
                 seen_k.update(k for row in s.kernels for k in row)
                 seen_e.update(e for row in s.expands for e in row)
-        assert (sorted(seen_k), sorted(seen_d), sorted(seen_e)) == (ks, ds, es), phase
-    with pytest.raises(ValueError, match="unknown phase"):
-        phase_space(sp, "width")
+        assert (sorted(seen_k), sorted(seen_d), sorted(seen_e)) == (ks, ds, es), name
+
+
+def test_sandwich_step_trains_largest_then_smallest_then_random():
+    sp = micro_space()
+    phase = default_config(sp, "x").phases[0]
+    assert phase.sampler == "sandwich" and phase.subnets_per_step == 4
+    seen = set()
+    for step in range(20):
+        res, subs = sample_step(sp, phase, 0, seed=1, epoch=0, step=step)
+        assert len(subs) == 4 and all(s.resolution == res for s in subs)
+        assert subs[0] == sp.largest(res) and subs[1] == sp.smallest(res)
+        seen.update(s.model_dump_json() for s in subs[2:])
+    assert len(seen) > 10  # the rest are random draws
 
 
 def test_step_sampling_is_a_pure_function_of_the_position():
     sp = micro_space()
-    a = sample_step(sp, "expand2", 3, 1, 7, 4)
-    b = sample_step(sp, "expand2", 3, 1, 7, 4)
-    c = sample_step(sp, "expand2", 3, 1, 8, 4)
+    phase = default_config(sp, "x", schedule="progressive").phase("expand2")
+    a = sample_step(sp, phase, 5, 3, 1, 7)
+    b = sample_step(sp, phase, 5, 3, 1, 7)
+    c = sample_step(sp, phase, 5, 3, 1, 8)
     assert a == b
     assert a != c
     res, subs = a
@@ -325,8 +360,8 @@ def test_damaged_and_foreign_checkpoints_name_the_file(tmp_path: Path):
 
 
 def _tiny_cfg(**over) -> TrainConfig:
-    phases = {p: dict(epochs=1, lr=0.05, warmup_epochs=0, subnets_per_step=k) for p, k in zip(PHASES, [1, 1, 2, 2, 2, 2])}
-    d = dict(phases=phases, batch_size=8, eval_subnets=1, flip=False, checkpoint_every_seconds=0)
+    phases = progressive_phases([1] * 6, [0.05] * 6, [0] * 6, [1, 1, 2, 2, 2, 2])
+    d = dict(schedule="progressive", phases=phases, batch_size=8, eval_subnets=1, flip=False, checkpoint_every_seconds=0)
     d.update(over)
     return TrainConfig.model_validate(d)
 
@@ -353,6 +388,8 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path, tiny_data
         return loss * float("nan") if calls["n"] > 5 else loss
 
     monkeypatch.setattr(api, "training_loss", flaky)
+    # the cost probe (which also computes losses, on a copy) is not under test here
+    monkeypatch.setattr(api, "probe_costs", lambda model, cfg, *a, **k: ({p.name: 0.01 for p in cfg.phases}, 1e-4))
     out = tmp_path / "sn.pt"
     with pytest.raises(TrainingDiverged, match=r"loss became nan in phase kernel.*sn\.pt.*kept"):
         api.train_supernet(micro_space(), tiny_data, out, config=_tiny_cfg(), progress=False)
@@ -393,3 +430,38 @@ def test_train_in_process_result_and_checkpoint(tmp_path: Path, tiny_data: str, 
         api.train_supernet(micro_space(), tiny_data, out, config=_tiny_cfg(), progress=False)
     with pytest.raises(UserError, match="differ from the config"):
         api.train_supernet(micro_space(), tiny_data, out, config=_tiny_cfg(seed=1), resume=True, progress=False)
+
+
+def test_in_place_distillation_teaches_with_the_largest_subnet_of_the_step(monkeypatch: pytest.MonkeyPatch):
+    """Sandwich step: the largest subnet learns from labels, every other one also from its detached logits."""
+    import hwnas.train.api as api
+
+    sp = micro_space()
+    cfg = default_config(sp, "x")
+    phase = cfg.phases[0]
+    net = Supernet(sp)
+    calls: list[torch.Tensor | None] = []
+    outputs: list[torch.Tensor] = []
+    real = api.training_loss
+
+    def spy(logits, labels, teacher_logits, **k):
+        calls.append(teacher_logits)
+        outputs.append(logits.detach())
+        return real(logits, labels, teacher_logits, **k)
+
+    monkeypatch.setattr(api, "training_loss", spy)
+    ds = tiny_dataset(n_train=8)
+    _, subs = sample_step(sp, phase, 0, 0, 0, 0)
+    x = ds.train_x.float() / 255
+    loss = api.step_loss(net, net, x, ds.train_y, subs, phase, cfg, None)
+    assert calls[0] is None and len(calls) == 4
+    assert all(c is not None and torch.equal(c, outputs[0]) for c in calls[1:])
+    assert torch.isfinite(loss) and any(p.grad is not None for p in net.parameters())
+
+
+def test_val_subset_is_fixed_and_smaller():
+    ds = tiny_dataset(n_val=16)
+    a, b = ds.with_val_subset(6), ds.with_val_subset(6)
+    assert a.val_x.shape[0] == 6 and torch.equal(a.val_x, b.val_x) and torch.equal(a.val_y, b.val_y)
+    assert a.fingerprint != ds.fingerprint and a.train_x is ds.train_x
+    assert ds.with_val_subset(100) is ds

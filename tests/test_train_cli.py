@@ -33,6 +33,7 @@ MICRO_SPACE = dict(
 def tiny_config(epochs: int = 1, every: int = 0, lr: float = 0.05, batch: int = 8) -> dict:
     phases = ["full", "kernel", "depth1", "depth2", "expand1", "expand2"]
     return dict(
+        schedule="progressive",
         phases={p: dict(epochs=epochs, lr=lr, warmup_epochs=0, subnets_per_step=1 if i < 2 else 2) for i, p in enumerate(phases)},
         batch_size=batch, eval_subnets=1, checkpoint_every_iters=every, checkpoint_every_seconds=0,
     )
@@ -124,7 +125,7 @@ def test_bad_data_and_config_give_exit_2(workdir: Path, tmp_path: Path, capsys):
     code, _, err = run_cli(capsys, "train", "--space", space, "--data", str(broken), "--out", str(tmp_path / "x.pt"))
     assert code == 2 and "001.png" in err, err
     cfg = tmp_path / "bad.yaml"
-    cfg.write_text("phases:\n  full:\n    epochs: -1\n")
+    cfg.write_text("schedule: progressive\nphases:\n  full:\n    epochs: -1\n")
     code, _, err = run_cli(capsys, *train_args(workdir, "y.pt", "--config", str(cfg)))
     assert code == 2 and "phases.full.epochs" in err, err
     code, _, err = run_cli(capsys, *train_args(workdir, "y.pt", "--device", "tpu"))

@@ -21,6 +21,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--space", default="mbv3-tiny", metavar="SPACE", help="preset name or space file (default mbv3-tiny)")
     p.add_argument("--table", metavar="TABLE", help="latency table of the target (default: profile this machine, cached)")
     p.add_argument("--epochs-scale", type=float, default=1.0, metavar="F", help="multiply the supernet's training epochs (default 1)")
+    p.add_argument("--time-budget", default=None, metavar="DURATION",
+                   help="bound the whole run (900s, 45m, 2h): part plans the supernet's training, part the search, the rest "
+                        "fine-tunes the chosen subnet; the plan and expected end are printed first")
+    p.add_argument("--val-images", type=int, default=None, metavar="N",
+                   help="score the search's subnets on N validation images (default: all, or 1000 with --time-budget)")
     p.add_argument("--device", help="torch device for training (default: cuda if available, else cpu)")
     add_force_flag(p)
     add_json_flag(p)
@@ -31,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
     from hwnas.pipeline import generate
 
     r = generate(args.budget_ms, args.out, data=args.data, space=args.space, table=args.table, force=args.force,
-                 epochs_scale=args.epochs_scale, device=args.device, progress=True)
+                 epochs_scale=args.epochs_scale, device=args.device, progress=True, time_budget=args.time_budget,
+                 val_images=args.val_images)
     emit(args, r, human(r))
     return 0
 
@@ -46,5 +52,8 @@ def human(r: dict) -> str:
         f"  caches        table {r['cache']['table']}, supernet {r['cache']['supernet']}",
         "  seconds       " + ", ".join(f"{k} {v:.1f}" for k, v in r["stage_seconds"].items()) + f"; total {r['seconds']:.1f}",
     ]
+    if r.get("finetune"):
+        ft = r["finetune"]
+        lines.insert(4, f"  fine-tuned    {ft['seconds']:.0f} s ({ft['epochs']:.1f} epochs) from the supernet's weights")
     lines += [f"  warning: {w}" for w in r.get("warnings", [])]
     return "\n".join(lines)

@@ -36,6 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--generations", type=int, default=None, help="NSGA-II generations per run (default 60)")
     p.add_argument("--calib-images", type=int, default=500,
                    help="training images for BatchNorm recalibration of each scored subnet (default 500)")
+    p.add_argument("--val-images", type=int, default=None, metavar="N",
+                   help="score subnets on a fixed subset of N validation images (default: all; fewer is faster)")
     p.add_argument("--device", default="cpu", help="torch device for scoring subnets (default cpu)")
     add_force_flag(p)
     add_json_flag(p)
@@ -71,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     result = search_supernet(
         args.supernet, args.table, args.budget_ms, args.data, args.out, force=args.force, seed=args.seed, config=cfg,
         calib_images=args.calib_images, device=args.device, extra_objectives=args.objectives, second_table=args.table2,
-        log=log,
+        log=log, val_images=args.val_images,
     )
     d = summary(result)
     lines = [f"{'budget':>9s}  {'accuracy':>8s}  {'latency':>10s}  {'MMACs':>7s}"]

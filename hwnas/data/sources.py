@@ -79,6 +79,18 @@ class Dataset:
         """Stored side length H (images are square)."""
         return int(self.train_x.shape[-2])
 
+    def with_val_subset(self, n: int, seed: int = 0) -> "Dataset":
+        """The same data with a fixed, seed-determined `n` validation images (all if fewer): a cheaper
+        score for search, the same images for every subnet so differences reflect the architecture."""
+        total = int(self.val_x.shape[0])
+        if n >= total:
+            return self
+        idx = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:n].sort().values
+        from dataclasses import replace
+
+        return replace(self, val_x=self.val_x.index_select(0, idx), val_y=self.val_y.index_select(0, idx),
+                       fingerprint=f"{self.fingerprint}:val{n}s{seed}")
+
     def __repr__(self) -> str:
         return (
             f"Dataset(name={self.name!r}, classes={self.num_classes}, train={len(self.train_y)}, "

@@ -106,6 +106,23 @@ def measure_model(path: str | os.PathLike[str], resolution: int, channels: int, 
     return float(stats.median_ms)
 
 
+def measure_subnet_ms(space: Any, subnet: Subnet, table: Any) -> float:
+    """Measured latency (ms) of a subnet's deployed graph (BN folded) with the table's threads, provider
+    and protocol. Latency does not depend on the weights, so untrained ones are used: a quick check
+    of a candidate before anything is trained or exported for it."""
+    from hwnas.supernet import StaticNet
+
+    net = fold_batchnorm(StaticNet(build_plan(space, subnet)).eval())
+    if table is not None:
+        threads, provider, protocol = int(table.fingerprint.threads), str(table.fingerprint.provider), table.protocol
+    else:
+        threads, provider, protocol = 1, "CPUExecutionProvider", None
+    with tempfile.TemporaryDirectory(prefix="hwnas-measure-") as tmpd:
+        path = Path(tmpd) / "candidate.onnx"
+        export_graph(net, subnet.resolution, path, channels=space.in_channels)
+        return measure_model(path, subnet.resolution, space.in_channels, threads, provider, protocol)
+
+
 def export_subnet(
     supernet: torch.nn.Module,
     subnet: Subnet | dict | str,
@@ -121,6 +138,7 @@ def export_subnet(
     calibration_images: int = CALIBRATION_IMAGES,
     int8_out: str | os.PathLike[str] | None = None,
     progress: bool = True,
+    weights: torch.nn.Module | None = None,
 ) -> ExportResult:
     """Extract `subnet`, recalibrate BN on training images, fold BN, export ONNX with metadata,
     check it (onnx.checker, ORT vs PyTorch on the validation images), measure it, and, with
@@ -129,6 +147,8 @@ def export_subnet(
     `table`: a LatencyTable or a path; its threads/provider/protocol are used for the
     measurement and it gives the predicted latency (of the INT8 model for an INT8 table, which
     implies `int8`). The INT8 model goes to `int8_out` (default: MODEL.int8.onnx next to `out`).
+    `weights`: a network of exactly this subnet trained further (generate's fine-tuning) to export
+    instead of the supernet's inherited weights; it is copied, not changed.
     Raises UserError for bad input, ParityError if ONNX Runtime disagrees with PyTorch.
     """
     t_start = time.perf_counter()
@@ -166,7 +186,15 @@ def export_subnet(
     from hwnas.data import calibration_subset
     from hwnas.train import recalibrate_bn
 
-    net = supernet.extract(sub).to(device)  # type: ignore[attr-defined]
+    if weights is not None:
+        import copy
+
+        net = copy.deepcopy(weights).to(device)
+        shapes = {k: tuple(v.shape) for k, v in supernet.extract(sub).state_dict().items()}  # type: ignore[attr-defined]
+        if {k: tuple(v.shape) for k, v in net.state_dict().items()} != shapes:
+            raise UserError("export: the given weights are not a network of this subnet")
+    else:
+        net = supernet.extract(sub).to(device)  # type: ignore[attr-defined]
     recalibrate_bn(net, calibration_subset(ds, calibration_images), res, mean, std, device=device)
     net = net.eval().cpu().float()
     folded = fold_batchnorm(net)

@@ -43,10 +43,12 @@ def search_supernet(
     extra_objectives: Sequence[str] = (),
     second_table: str | Path | None = None,
     log: Callable[[str], None] | None = None,
+    val_images: int | None = None,
 ) -> SearchResult:
     """Search a trained supernet under the budgets and write best.json, pareto.json, pareto.png, search.log.
 
-    `data` None means the DATA the checkpoint was trained on. The written files are in
+    `data` None means the DATA the checkpoint was trained on. `val_images` scores subnets on a fixed
+    subset of that many validation images (default: all). The written files are in
     `result.outputs` (keys best, pareto, plot, log, and best@<budget> with several budgets).
     UserError for bad input (before anything is written).
     """
@@ -83,6 +85,10 @@ def search_supernet(
             f"--data {data_spec}: has {ds.num_classes} classes but the supernet {ckpt_path} was trained for "
             f"{space.num_classes} (on '{meta.data}')"
         )
+    if val_images is not None:
+        if val_images < 1:
+            raise UserError(f"--val-images must be >= 1, got {val_images}")
+        ds = ds.with_val_subset(val_images, seed=seed)
     calib = calibration_subset(ds, n=calib_images, seed=seed)
     n_eval = [0]
     t_eval = [0.0]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import random
 import sys
@@ -21,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 from torch import nn
 
 from hwnas.data import BatchIterator, Dataset, augment_batch, calibration_subset, load_dataset
@@ -29,11 +31,13 @@ from hwnas.space import build_plan, load_space, with_classes
 from hwnas.space.models import Space
 from hwnas.supernet import StaticNet, Supernet
 from hwnas.train.checkpoint import SupernetMeta, check_space, load_checkpoint, read_meta, save_checkpoint
-from hwnas.train.config import PHASES, TrainConfig, resolve_config
+from hwnas.train.config import PhaseConfig, TrainConfig, resolve_config
 from hwnas.train.distributed import DistContext, init_distributed, resolve_device
 from hwnas.train.evaluate import evaluate_subnet
 from hwnas.train.losses import training_loss
 from hwnas.train.phases import eval_subnets, sample_step
+from hwnas.train.plan import (Plan, PhaseCost, estimate_eval_seconds, format_duration, parse_duration, phase_seconds,
+                              plan_epochs)
 from hwnas.train.schedule import CosineSchedule, make_optimizer
 
 
@@ -55,12 +59,26 @@ class Position:
         return {"phase_index": self.phase_index, "epoch": self.epoch, "batch": self.batch}
 
 
-def epochs_done(cfg: TrainConfig, pos: Position) -> int:
-    return sum(cfg.phases.get(n).epochs for n in PHASES[: pos.phase_index]) + pos.epoch
+def phase_iters(cfg: TrainConfig, index: int, iters_per_epoch: int) -> int:
+    """Iterations phase `index` runs: its (possibly fractional) epochs in whole iterations."""
+    return round(cfg.phases[index].epochs * iters_per_epoch)
 
 
-def _skip_empty_phases(cfg: TrainConfig, pos: Position) -> Position:
-    while pos.phase_index < len(PHASES) and pos.epoch >= cfg.phases.get(PHASES[pos.phase_index]).epochs:
+def phase_epoch_count(cfg: TrainConfig, index: int, iters_per_epoch: int) -> int:
+    """Epochs (passes over the data, the last one possibly partial) phase `index` starts."""
+    return -(-phase_iters(cfg, index, iters_per_epoch) // iters_per_epoch)
+
+
+def epochs_done(cfg: TrainConfig, pos: Position, iters_per_epoch: int) -> float:
+    """Epochs trained so far, all phases together (fractional when a phase ends mid-epoch)."""
+    if pos.phase_index >= len(cfg.phases):
+        return cfg.total_epochs
+    done = sum(p.epochs for p in cfg.phases[: pos.phase_index])
+    return round(done + (pos.epoch * iters_per_epoch + pos.batch) / iters_per_epoch, 6)
+
+
+def _skip_empty_phases(cfg: TrainConfig, pos: Position, iters_per_epoch: int) -> Position:
+    while pos.phase_index < len(cfg.phases) and pos.epoch >= phase_epoch_count(cfg, pos.phase_index, iters_per_epoch):
         pos = Position(pos.phase_index + 1, 0, 0)
     return pos
 
@@ -112,6 +130,7 @@ class _Run:
     device: torch.device
     dist: DistContext
     model: Supernet
+    iters_per_epoch: int = 1
     pos: Position = field(default_factory=Position)
     teacher: StaticNet | None = None
     optimizer: torch.optim.Optimizer | None = None
@@ -121,14 +140,26 @@ class _Run:
     elapsed: float = 0.0  # training seconds over all invocations
     images_seen: int = 0
     train_seconds: float = 0.0  # this invocation, training steps only
+    plan: Plan | None = None
+    bar: Any = None
+    deadline: float | None = None  # perf_counter time the run must end by (time-budgeted fresh runs)
+    phase_time: float = 0.0  # this phase's step seconds and steps in this invocation (for re-planning)
+    phase_steps: int = 0
+    cost_ratio: float = 1.0  # measured / probed cost per iteration (the bar's pace)
+    replans: int = 0
+    save_s: float = 0.5  # measured cost of one checkpoint
 
     @property
     def finished(self) -> bool:
-        return self.pos.phase_index >= len(PHASES)
+        return self.pos.phase_index >= len(self.cfg.phases)
 
     @property
-    def phase(self) -> str:
-        return PHASES[min(self.pos.phase_index, len(PHASES) - 1)]
+    def phase(self) -> PhaseConfig:
+        return self.cfg.phases[min(self.pos.phase_index, len(self.cfg.phases) - 1)]
+
+    @property
+    def epochs(self) -> float:
+        return epochs_done(self.cfg, self.pos, self.iters_per_epoch)
 
     def meta(self) -> SupernetMeta:
         return SupernetMeta(
@@ -136,8 +167,8 @@ class _Run:
             data=self.data_spec,
             data_fingerprint=self.ds.fingerprint,
             config=self.cfg.model_dump(mode="json"),
-            phase="finished" if self.finished else self.phase,
-            epoch=epochs_done(self.cfg, self.pos),
+            phase="finished" if self.finished else self.phase.name,
+            epoch=self.epochs,
             finished=self.finished,
             metrics=self.metrics,
         )
@@ -165,18 +196,12 @@ class _Run:
                 f.write(json.dumps(record) + "\n")
 
 
-def _phase_iters(cfg: TrainConfig, phase: str, iters_per_epoch: int) -> tuple[int, int]:
-    p = cfg.phases.get(phase)
-    return p.epochs * iters_per_epoch, round(p.warmup_epochs * iters_per_epoch)
-
-
-def _start_phase(run: _Run, iters_per_epoch: int) -> None:
+def _start_phase(run: _Run) -> None:
     """Fresh optimizer and schedule for the current phase (OFA's phases are separate jobs)."""
-    cfg, phase = run.cfg, run.phase
-    p = cfg.phases.get(phase)
+    cfg, p = run.cfg, run.phase
     run.optimizer = make_optimizer(run.model, p.lr, cfg.momentum, cfg.nesterov, cfg.weight_decay)
-    total, warm = _phase_iters(cfg, phase, iters_per_epoch)
-    run.schedule = CosineSchedule(p.lr, total, warm)
+    total = phase_iters(cfg, run.pos.phase_index, run.iters_per_epoch)
+    run.schedule = CosineSchedule(p.lr, total, round(p.warmup_epochs * run.iters_per_epoch))
 
 
 def _sync_buffers(run: _Run) -> None:
@@ -192,9 +217,9 @@ def _sync_buffers(run: _Run) -> None:
 def _phase_start_actions(run: _Run) -> None:
     """Once, at batch 0 of epoch 0 of a phase (re-done identically if a resume lands here)."""
     _sync_buffers(run)
-    if run.pos.phase_index >= 1 and run.teacher is None and run.cfg.kd_weight > 0:
+    if run.phase.teacher == "frozen" and run.teacher is None and run.cfg.kd_weight > 0:
         run.teacher = _make_teacher(run.model, run.device)
-    if run.phase in ("expand1", "expand2"):
+    if run.phase.reorder_channels:
         run.model.reorder_channels()  # optimizer is fresh: no stale momentum survives the permutation
 
 
@@ -221,105 +246,190 @@ def _evaluate(run: _Run, calib: torch.Tensor) -> dict[str, Any]:
     return {"acc": accs, "subnets": subnets}
 
 
-def _progress_bar(run: _Run, total: int, initial: int, enabled: bool):
+def step_loss(
+    model: Supernet, forward: Any, x: torch.Tensor, y: torch.Tensor, subs: list[Any], phase: PhaseConfig,
+    cfg: TrainConfig, teacher: nn.Module | None,
+) -> torch.Tensor:
+    """Forward and backward every subnet of one step (gradients summed); returns the mean loss.
+
+    The teacher is the phase's: a frozen network, the largest subnet of this step (in place:
+    it learns from the labels, the others from labels and its soft targets), or none."""
+    soft = None
+    if phase.teacher == "frozen" and teacher is not None and cfg.kd_weight > 0:
+        with torch.no_grad():
+            soft = teacher(x).float()
+    total = torch.zeros((), device=x.device)
+    for i, sub in enumerate(subs):
+        model.set_active(sub)
+        logits = forward(x)
+        loss = training_loss(logits, y, soft, label_smoothing=cfg.label_smoothing,
+                             kd_weight=cfg.kd_weight, kd_temperature=cfg.kd_temperature)
+        loss.backward()  # gradients of all sampled subnets are summed: one optimizer step
+        total += loss.detach()
+        if i == 0 and phase.teacher == "inplace" and cfg.kd_weight > 0:
+            soft = logits.detach().float()
+    return total / len(subs)
+
+
+def _progress_bar(run: _Run, enabled: bool):
+    """One bar for the whole run, in planned seconds of work: its 'remaining' is the run's ETA."""
     from tqdm import tqdm
 
-    p = run.cfg.phases.get(run.phase)
-    desc = f"{run.phase} {run.pos.epoch + 1}/{p.epochs}"
     tty = sys.stderr.isatty()
-    return tqdm(total=total, initial=initial, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True,
-                disable=not enabled, unit="it", mininterval=0.1 if tty else 10.0)  # logs get few lines
+    plan = run.plan
+    total = round(plan.train_s + plan.eval_s, 1) if plan is not None else None
+    return tqdm(total=total, desc="train", file=sys.stderr, leave=False, dynamic_ncols=True, disable=not enabled,
+                unit="s", bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining} left{postfix}]",
+                mininterval=0.1 if tty else 30.0)  # logs get few lines
 
 
 def _train_epoch(run: _Run, it: BatchIterator, ddp: nn.Module, calib: torch.Tensor, progress: bool) -> None:
     cfg, device = run.cfg, run.device
     phase = run.phase
-    pcfg = cfg.phases.get(phase)
-    it.set_epoch(run.pos.phase_index * 100_003 + run.pos.epoch)
-    n_batches = len(it)
+    index = run.pos.phase_index
+    it.set_epoch(index * 100_003 + run.pos.epoch)
     cuda = device.type == "cuda"
-    bar = _progress_bar(run, n_batches, run.pos.batch, progress and run.dist.is_main)
+    bar = run.bar
+    cost = run.plan.cost(phase.name) if run.plan is not None else 0.0
+    n_epochs = phase_epoch_count(cfg, index, run.iters_per_epoch)
+    if bar is not None:
+        bar.set_description_str(f"{phase.name} {run.pos.epoch + 1}/{n_epochs}", refresh=False)
     loss_sum, loss_n = 0.0, 0
     t_epoch = time.perf_counter()
     last_ckpt = time.perf_counter()
     images_epoch = 0
     assert run.optimizer is not None and run.schedule is not None
-    try:
-        for xb, yb in it.iter_from(run.pos.batch):
-            t0 = time.perf_counter()
-            resolution, subs = sample_step(run.space, phase, cfg.seed, run.pos.epoch, run.pos.batch, pcfg.subnets_per_step)
-            gen = _aug_generator(cfg.seed, run.pos, run.dist.rank)
-            x = augment_batch(xb, resolution, run.ds.mean, run.ds.std, train=True, generator=gen, flip=cfg.flip)
-            x = x.contiguous(memory_format=torch.channels_last)  # 2-4x faster depthwise convs, CPU and GPU
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cuda):
-                teacher_logits = None
-                if run.teacher is not None and cfg.kd_weight > 0:
-                    with torch.no_grad():
-                        teacher_logits = run.teacher(x).float()
-                run.optimizer.zero_grad(set_to_none=True)
-                total = torch.zeros((), device=device)
-                for sub in subs:
-                    run.model.set_active(sub)
-                    logits = ddp(x)
-                    loss = training_loss(logits, yb, teacher_logits, label_smoothing=cfg.label_smoothing,
-                                         kd_weight=cfg.kd_weight, kd_temperature=cfg.kd_temperature)
-                    loss.backward()  # gradients of all sampled subnets are summed: one optimizer step
-                    total += loss.detach()
-            step_loss = float(run.dist.mean(total / len(subs)))
-            if not np.isfinite(step_loss):
-                raise TrainingDiverged(
-                    f"loss became {step_loss} in phase {phase}, epoch {run.pos.epoch + 1}, batch {run.pos.batch + 1}; "
-                    f"training stopped and the last good checkpoint {run.out} is kept "
-                    f"(lower phases.{phase}.lr with --config and train to a new --out)"
-                )
-            lr = run.schedule.apply(run.optimizer)
-            run.optimizer.step()
-            run.schedule.step()
-            run.pos.batch += 1
-            dt = time.perf_counter() - t0
-            run.train_seconds += dt
-            run.elapsed += dt
-            n_img = xb.shape[0] * run.dist.world_size
-            images_epoch += n_img
-            run.images_seen += n_img
-            loss_sum += step_loss
-            loss_n += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{step_loss:.3f}", lr=f"{lr:.4f}", img_s=f"{n_img / max(dt, 1e-9):.0f}", refresh=False)
-            if run.pos.batch < n_batches and (
-                (cfg.checkpoint_every_iters and run.pos.batch % cfg.checkpoint_every_iters == 0)
-                or (cfg.checkpoint_every_seconds and time.perf_counter() - last_ckpt >= cfg.checkpoint_every_seconds)
-            ):
-                run.save()
-                last_ckpt = time.perf_counter()
-    finally:
-        bar.close()
-    # end of epoch: evaluate at the end of a phase, advance, checkpoint, then log
+    for xb, yb in it.iter_from(run.pos.batch):
+        if run.pos.epoch * run.iters_per_epoch + run.pos.batch >= phase_iters(run.cfg, index, run.iters_per_epoch):
+            break
+        t0 = time.perf_counter()
+        resolution, subs = sample_step(run.space, phase, index, cfg.seed, run.pos.epoch, run.pos.batch)
+        gen = _aug_generator(cfg.seed, run.pos, run.dist.rank)
+        x = augment_batch(xb, resolution, run.ds.mean, run.ds.std, train=True, generator=gen, flip=cfg.flip)
+        x = x.contiguous(memory_format=torch.channels_last)  # 2-4x faster depthwise convs, CPU and GPU
+        run.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cuda):
+            mean_loss = step_loss(run.model, ddp, x, yb, subs, phase, cfg, run.teacher)
+        step_value = float(run.dist.mean(mean_loss))
+        if not np.isfinite(step_value):
+            raise TrainingDiverged(
+                f"loss became {step_value} in phase {phase.name}, epoch {run.pos.epoch + 1}, batch {run.pos.batch + 1}; "
+                f"training stopped and the last good checkpoint {run.out} is kept "
+                f"(lower the phase's lr ('phases: {{{phase.name}: {{lr: ...}}}}') with --config and train to a new --out)"
+            )
+        lr = run.schedule.apply(run.optimizer)
+        run.optimizer.step()
+        run.schedule.step()
+        run.pos.batch += 1
+        dt = time.perf_counter() - t0
+        run.train_seconds += dt
+        run.elapsed += dt
+        run.phase_time += dt
+        run.phase_steps += 1
+        _replan(run)
+        n_img = xb.shape[0] * run.dist.world_size
+        images_epoch += n_img
+        run.images_seen += n_img
+        loss_sum += step_value
+        loss_n += 1
+        if bar is not None:
+            bar.update(min(cost * run.cost_ratio, max(bar.total - bar.n, 0.0)))
+            bar.set_postfix_str(f", loss {step_value:.3f}, lr {lr:.4f}, {n_img / max(dt, 1e-9):.0f} img/s", refresh=False)
+        if run.pos.batch < len(it) and (
+            (cfg.checkpoint_every_iters and run.pos.batch % cfg.checkpoint_every_iters == 0)
+            or (cfg.checkpoint_every_seconds and time.perf_counter() - last_ckpt >= cfg.checkpoint_every_seconds)
+        ):
+            run.save()
+            last_ckpt = time.perf_counter()
+    # end of epoch: evaluate at the end of a phase (or of the run), advance, checkpoint, then log
     _sync_buffers(run)
     seconds = time.perf_counter() - t_epoch
-    finished_phase = run.pos.epoch + 1 >= pcfg.epochs
+    cfg = run.cfg  # a re-plan may have changed the epochs
+    finished_phase = run.pos.epoch * run.iters_per_epoch + run.pos.batch >= phase_iters(cfg, index, run.iters_per_epoch)
+    last_phase = _skip_empty_phases(cfg, Position(index + 1, 0, 0), run.iters_per_epoch).phase_index >= len(cfg.phases)
     record: dict[str, Any] = {
-        "type": "epoch", "phase": phase, "phase_epoch": run.pos.epoch + 1, "epoch": epochs_done(run.cfg, run.pos) + 1,
+        "type": "epoch", "phase": phase.name, "phase_epoch": run.pos.epoch + 1,
+        "epoch": epochs_done(cfg, run.pos, run.iters_per_epoch),
         "loss": loss_sum / max(loss_n, 1), "lr": run.schedule.lr_at(max(run.schedule.step_count - 1, 0)),
         "images_per_s": images_epoch / max(seconds, 1e-9), "seconds": seconds,
     }
     eval_record = None
-    if finished_phase and run.dist.is_main:
+    if finished_phase and run.dist.is_main and (cfg.eval_at == "phase_end" or last_phase):
+        t_eval = time.perf_counter()
         ev = _evaluate(run, calib)
-        run.metrics = {"phase": phase, "epoch": record["epoch"], **ev}
-        eval_record = {"type": "eval", **run.metrics}
+        run.metrics = {"phase": phase.name, "epoch": record["epoch"], **ev}
+        eval_record = {"type": "eval", "seconds": time.perf_counter() - t_eval, **run.metrics}
         run.history.append(run.metrics)
+        if bar is not None and run.plan is not None:
+            share = run.plan.eval_s / (1 if cfg.eval_at == "end" else max(1, sum(p.epochs > 0 for p in cfg.phases)))
+            bar.update(min(share, max(bar.total - bar.n, 0.0)))
     run.pos = Position(run.pos.phase_index, run.pos.epoch + 1, 0)
     if finished_phase:
-        run.pos = _skip_empty_phases(run.cfg, Position(run.pos.phase_index + 1, 0, 0))
+        run.pos = _skip_empty_phases(cfg, Position(run.pos.phase_index + 1, 0, 0), run.iters_per_epoch)
+        run.phase_time, run.phase_steps = 0.0, 0
     run.save()
     run.log_metrics(record)
     if eval_record is not None:
         run.log_metrics(eval_record)
         if progress:
             accs = ", ".join(f"{k} {v:.3f}" for k, v in eval_record["acc"].items())
-            print(f"[{phase}] epoch {record['epoch']}/{run.cfg.total_epochs} loss {record['loss']:.3f} "
-                  f"{record['images_per_s']:.0f} img/s | val acc: {accs}", file=sys.stderr, flush=True)
+            msg = (f"[{phase.name}] epoch {record['epoch']:g}/{cfg.total_epochs:g} loss {record['loss']:.3f} "
+                   f"{record['images_per_s']:.0f} img/s | val acc: {accs}")
+            (bar.write(msg, file=sys.stderr) if bar is not None else print(msg, file=sys.stderr, flush=True))
+
+
+LONG_RUN_S = 3600.0
+"""Runs planned longer than this on a CPU, without a time budget, are warned about before they start."""
+
+REPLAN_EVERY = 0.05
+"""Re-plan a time-budgeted run after each further 5% of its expected step time."""
+
+
+def _replan(run: _Run) -> None:
+    """Keep a time-budgeted run on its deadline: when the steps of this phase run slower or faster
+    than the probe measured (a busy machine, different subnets), scale the iterations still to
+    come, of this phase and the later ones, so that the run ends on time. The current phase's
+    cosine is stretched or shrunk to its new length. Data-parallel ranks apply rank 0's decision."""
+    plan = run.plan
+    if run.deadline is None or plan is None or run.phase_steps < 3:
+        return
+    every = max(1, int(REPLAN_EVERY * plan.train_s / max(plan.cost(run.phase.name), 1e-9)))
+    if run.phase_steps % every:
+        return
+    decision = _replan_decision(run, plan) if run.dist.is_main else None
+    epochs, ratio, bar_left = _broadcast_plan(run.dist, decision) or (None, None, None)
+    if epochs is None:
+        return
+    run.cfg = run.cfg.with_epochs(epochs, keep_warmup=run.phase.name)
+    run.cost_ratio = ratio
+    if run.bar is not None:
+        run.bar.total = round(run.bar.n + bar_left, 1)
+    assert run.schedule is not None
+    run.schedule.total = max(1, phase_iters(run.cfg, run.pos.phase_index, run.iters_per_epoch))
+    run.replans += 1
+
+
+def _replan_decision(run: _Run, plan: Plan) -> tuple[dict[str, float], float, float] | None:
+    """(new epochs of the phases left, measured/planned cost, seconds left) or None to keep the plan."""
+    assert run.deadline is not None
+    cfg, ipe, index = run.cfg, run.iters_per_epoch, run.pos.phase_index
+    ratio = (run.phase_time / run.phase_steps) / plan.cost(run.phase.name)  # actual / planned cost per iteration
+    done_here = run.pos.epoch * ipe + run.pos.batch
+    left_iters = {i: (phase_iters(cfg, i, ipe) - (done_here if i == index else 0)) for i in range(index, len(cfg.phases))}
+    expected = sum(n * plan.cost(cfg.phases[i].name) * ratio for i, n in left_iters.items())
+    evals_left = plan.eval_s if cfg.eval_at == "end" else plan.eval_s * (len(cfg.phases) - index) / len(cfg.phases)
+    saves_left = sum(math.ceil(cfg.phases[i].epochs) for i in range(index, len(cfg.phases))) - run.pos.epoch + 1
+    available = run.deadline - time.perf_counter() - evals_left - saves_left * run.save_s
+    if expected <= 0 or abs(available / expected - 1) < 0.03:
+        return None
+    factor = max(available, 0.0) / expected
+    epochs = {}
+    for i, n in left_iters.items():
+        if n <= 0 and i != index:
+            continue  # a phase that trains nothing stays that way
+        start = done_here if i == index else 0
+        epochs[cfg.phases[i].name] = max(start + 1, start + int(n * factor)) / ipe
+    return epochs, ratio, max(available, 0.0) + evals_left
 
 
 def weights_digest(model: nn.Module) -> str:
@@ -345,12 +455,17 @@ def _result(run: _Run, seconds: float) -> dict[str, Any]:
         "checkpoint": str(run.out.resolve()),
         "metrics": str(metrics_path(run.out).resolve()),
         "space": run.space.name,
-        "epochs": epochs_done(run.cfg, run.pos),
+        "epochs": run.epochs,
         "finished": run.finished,
         "val_acc_max": acc.get("largest"),
         "val_acc_min": acc.get("smallest"),
         "val_acc": acc,
         "seconds": round(seconds, 3),
+        "planned_epochs": run.cfg.planned_epochs,
+        "time_budget_s": run.cfg.time_budget_s,
+        "schedule": run.cfg.schedule,
+        "plan": run.plan.model_dump(mode="json") if run.plan is not None else None,  # as first planned
+        "replans": run.replans,
         "train_seconds_total": round(run.elapsed, 3),
         "images_per_s": round(run.images_seen / run.train_seconds, 1) if run.train_seconds > 0 else None,
         "world_size": run.dist.world_size,
@@ -360,6 +475,104 @@ def _result(run: _Run, seconds: float) -> dict[str, Any]:
     }
 
 
+# ---------------------------------------------------------------- measuring the run's cost
+
+
+PROBE_STEPS = 3
+"""Timed steps per phase kind (after one untimed warm-up step)."""
+
+
+@torch.no_grad()
+def _forward_seconds_per_image(model: Supernet, space: Space, ds: Dataset, device: torch.device, batch: int) -> float:
+    """Eval-mode forward time per image of the largest subnet (what evaluation and BN recalibration cost)."""
+    net = model.extract(space.largest()).to(device=device, memory_format=torch.channels_last).eval()
+    res = space.largest().resolution
+    x = augment_batch(ds.train_x[:batch].to(device), res, ds.mean, ds.std, train=False).contiguous(memory_format=torch.channels_last)
+    net(x)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    net(x)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - t0) / x.shape[0]
+
+
+def probe_costs(model: Supernet, cfg: TrainConfig, space: Space, ds: Dataset, device: torch.device,
+                steps: int = PROBE_STEPS) -> tuple[dict[str, float], float]:
+    """Seconds per iteration of every phase (one measurement per phase kind) and eval-mode seconds per
+    image, measured on a copy of the model: the run's weights and random streams are untouched."""
+    import copy
+
+    costs: dict[str, float] = {}
+    by_kind: dict[tuple[Any, ...], float] = {}
+    cuda = device.type == "cuda"
+    with torch.random.fork_rng(devices=[device] if cuda else []):
+        probe = copy.deepcopy(model)
+        probe.train()
+        teacher = _make_teacher(probe, device)
+        opt = make_optimizer(probe, 1e-4, cfg.momentum, cfg.nesterov, cfg.weight_decay)
+        n = min(cfg.batch_size, ds.train_x.shape[0])
+        xb, yb = ds.train_x[:n].to(device), ds.train_y[:n].to(device)
+        gen = torch.Generator().manual_seed(0)
+        for index, phase in enumerate(cfg.phases):
+            if phase.epochs <= 0:
+                costs[phase.name] = 1e-9
+                continue
+            if phase.kind in by_kind:
+                costs[phase.name] = by_kind[phase.kind]
+                continue
+            times = []
+            for step in range(steps + 1):
+                t0 = time.perf_counter()
+                resolution, subs = sample_step(space, phase, index, 0, 0, step)
+                x = augment_batch(xb, resolution, ds.mean, ds.std, train=True, generator=gen, flip=cfg.flip)
+                x = x.contiguous(memory_format=torch.channels_last)
+                opt.zero_grad(set_to_none=True)
+                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cuda):
+                    step_loss(probe, probe, x, yb, subs, phase, cfg, teacher)
+                opt.step()
+                if cuda:
+                    torch.cuda.synchronize(device)
+                times.append(time.perf_counter() - t0)
+            # sampled subnets differ step to step: the mean of the timed steps, not the median
+            by_kind[phase.kind] = costs[phase.name] = max(float(np.mean(times[1:])), 1e-9)
+        per_image = _forward_seconds_per_image(probe, space, ds, device, min(cfg.eval_batch_size, 256, ds.train_x.shape[0]))
+    return costs, per_image
+
+
+def make_plan(run: _Run, costs: dict[str, float], per_image_s: float, time_budget_s: float | None,
+              spent_s: float, save_s: float) -> tuple[TrainConfig, Plan]:
+    """Epochs per phase that fit the budget (or the configured ones) and what the run will cost."""
+    cfg = run.cfg
+    images = min(cfg.calib_images, run.ds.train_x.shape[0]) + run.ds.val_x.shape[0]
+    eval_cfg = cfg.model_copy(update={"eval_at": "end"}) if time_budget_s is not None else cfg
+    eval_s = estimate_eval_seconds(eval_cfg, per_image_s * images)
+    if time_budget_s is not None:
+        # a checkpoint per epoch: estimated from the cost of one save and the epochs the budget buys
+        trial = plan_epochs(cfg, costs, run.iters_per_epoch, max(time_budget_s - spent_s - eval_s, 1e-9))
+        saves = sum(math.ceil(p.epochs) for p in trial.phases) + 1
+        available = time_budget_s - spent_s - eval_s - saves * save_s
+        cfg = plan_epochs(cfg, costs, run.iters_per_epoch, available).model_copy(
+            update={"time_budget_s": time_budget_s, "eval_at": "end"})
+    saves = sum(math.ceil(p.epochs) for p in cfg.phases) + 1
+    plan = Plan(time_budget_s=time_budget_s, planned_epochs=cfg.planned_epochs, iters_per_epoch=run.iters_per_epoch,
+                costs=[PhaseCost(name=p.name, seconds_per_iter=costs[p.name]) for p in cfg.phases],
+                train_s=phase_seconds(cfg, costs, run.iters_per_epoch), eval_s=eval_s, overhead_s=spent_s + saves * save_s)
+    return cfg, plan
+
+
+def _broadcast_plan(dctx: DistContext, payload: Any) -> Any:
+    """Every rank trains rank 0's plan (probes differ slightly per process)."""
+    if not dctx.active:
+        return payload
+    import torch.distributed as dist
+
+    box = [payload]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def train_supernet(
     space: Space | str,
     data: str,
@@ -367,17 +580,23 @@ def train_supernet(
     *,
     config: TrainConfig | str | Path | dict | None = None,
     epochs_scale: float = 1.0,
+    time_budget: float | str | None = None,
     device: str | None = None,
     resume: bool = False,
     progress: bool = True,
+    bar: bool | None = None,
 ) -> dict[str, Any]:
-    """Train (or, with resume=True, continue) a supernet with progressive shrinking and return the
-    SPEC `train --json` keys: checkpoint, epochs, val_acc_max, val_acc_min, seconds (and more).
+    """Train (or, with resume=True, continue) a supernet and return the SPEC `train --json` keys:
+    checkpoint, epochs, val_acc_max, val_acc_min, seconds, planned_epochs, time_budget_s (and more).
 
-    Under torchrun every process calls this; only rank 0 writes. Raises UserError for bad input
-    and TrainingDiverged (the last good checkpoint kept) when the loss stops being finite.
+    `time_budget` ('45m', '2h', seconds) plans the phases' epochs so the whole call, evaluation
+    included, ends within it; the plan and ETA are printed before training starts (`progress`);
+    `bar` (default: `progress`) adds a progress bar whose time left is the whole run's. Under torchrun
+    every process calls this; only rank 0 writes. Raises UserError for bad input and
+    TrainingDiverged (the last good checkpoint kept) when the loss stops being finite.
     """
     t_start = time.perf_counter()
+    budget_s = parse_duration(time_budget) if time_budget is not None else None
     dev = resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")))
     threads = torch.get_num_threads()
     if dev.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
@@ -386,17 +605,21 @@ def train_supernet(
         torch.set_num_threads(1)
     dctx = init_distributed(dev)
     try:
-        return _train(space, data, Path(out), config, epochs_scale, dev, dctx, resume, progress, t_start)
+        return _train(space, data, Path(out), config, epochs_scale, budget_s, dev, dctx, resume, progress,
+                      progress if bar is None else bar, t_start)
     finally:
         dctx.close()
         torch.set_num_threads(threads)
 
 
-def _train(space_spec: Space | str, data: str, out: Path, config: Any, epochs_scale: float, device: torch.device,
-           dctx: DistContext, resume: bool, progress: bool, t_start: float) -> dict[str, Any]:
+def _train(space_spec: Space | str, data: str, out: Path, config: Any, epochs_scale: float, budget_s: float | None,
+           device: torch.device, dctx: DistContext, resume: bool, progress: bool, show_bar: bool,
+           t_start: float) -> dict[str, Any]:
     space0 = load_space(space_spec)
     if not (isinstance(epochs_scale, (int, float)) and epochs_scale > 0 and np.isfinite(epochs_scale)):
         raise UserError(f"--epochs-scale must be a positive number, got {epochs_scale}")
+    if budget_s is not None and epochs_scale != 1.0:
+        raise UserError("--time-budget and --epochs-scale both set the epochs; give one of them")
     state = None
     if resume:
         if not out.exists():
@@ -415,12 +638,20 @@ def _train(space_spec: Space | str, data: str, out: Path, config: Any, epochs_sc
     if state is not None:
         if meta.data_fingerprint != ds.fingerprint:
             raise UserError(f"--resume: {out} was trained on different data ({meta.data!r}); pass the same --data")
-        ckpt_cfg = TrainConfig.model_validate(meta.config)
+        try:
+            ckpt_cfg = TrainConfig.model_validate(meta.config)
+        except ValidationError as e:
+            raise UserError(f"--resume: {out} holds a training config this version cannot read "
+                            f"({str(e).splitlines()[0]}); start a new --out") from None
         if config is not None or epochs_scale != 1.0:
             asked = resolve_config(space, data, config).scaled(epochs_scale)
-            if asked != ckpt_cfg:
+            if not _same_recipe(asked, ckpt_cfg):
                 raise UserError(f"--resume: --config/--epochs-scale differ from the config stored in {out}; "
                                 "resume without them (the stored config is used) or start a new --out")
+        if budget_s is not None and ckpt_cfg.time_budget_s != budget_s:
+            raise UserError(f"--resume: {out} was planned for --time-budget "
+                            f"{ckpt_cfg.time_budget_s if ckpt_cfg.time_budget_s is not None else 'none'}; resume without "
+                            "--time-budget (the stored plan is used) or start a new --out")
         cfg = ckpt_cfg
     else:
         cfg = resolve_config(space, data, config).scaled(epochs_scale)
@@ -430,13 +661,13 @@ def _train(space_spec: Space | str, data: str, out: Path, config: Any, epochs_sc
     np.random.seed(cfg.seed)
     random.seed(cfg.seed)
     model = Supernet(space).to(device=device, memory_format=torch.channels_last)
-    run = _Run(space=space, data_spec=data, ds=ds, cfg=cfg, out=out, device=device, dist=dctx, model=model)
 
     world = dctx.world_size
     per_rank = -(-ds.train_x.shape[0] // world)
     it = BatchIterator(ds.train_x, ds.train_y, cfg.batch_size, shuffle=True, seed=cfg.seed,
                        drop_last=per_rank >= cfg.batch_size, rank=dctx.rank, world_size=world, device=device)
-    iters_per_epoch = len(it)
+    run = _Run(space=space, data_spec=data, ds=ds, cfg=cfg, out=out, device=device, dist=dctx, model=model,
+               iters_per_epoch=len(it))
 
     if state is not None:
         model.load_state_dict(state["model"])
@@ -448,15 +679,21 @@ def _train(space_spec: Space | str, data: str, out: Path, config: Any, epochs_sc
             run.teacher = _freeze(StaticNet(build_plan(space, space.largest())), device)
             run.teacher.load_state_dict(state["teacher"])
         if not run.finished:
-            _start_phase(run, iters_per_epoch)
+            _start_phase(run)
             if state.get("optimizer") is not None and (run.pos.epoch > 0 or run.pos.batch > 0):
                 assert run.optimizer is not None and run.schedule is not None
                 run.optimizer.load_state_dict(state["optimizer"])
                 run.schedule.load_state_dict(state["scheduler"])
+            _plan_run(run, None, t_start, save_s=0.0, progress=progress)  # the stored plan: only the ETA is new
         _set_rng_state(state["rng"])
-        run.log_metrics({"type": "resume", "epoch": epochs_done(cfg, run.pos), "position": run.pos.to_dict()})
+        run.log_metrics({"type": "resume", "epoch": run.epochs, "position": run.pos.to_dict()})
     else:
-        run.pos = _skip_empty_phases(cfg, Position())
+        # plan before anything is written: a refused plan leaves no checkpoint, and the first one holds the plan
+        run.save_s = _save_seconds(run)
+        _plan_run(run, budget_s, t_start, save_s=run.save_s, progress=progress)
+        if budget_s is not None:
+            run.deadline = t_start + budget_s
+        run.pos = _skip_empty_phases(run.cfg, Position(), run.iters_per_epoch)
         if dctx.is_main:
             metrics_path(out).parent.mkdir(parents=True, exist_ok=True)
             metrics_path(out).write_text("", encoding="utf-8")
@@ -470,12 +707,77 @@ def _train(space_spec: Space | str, data: str, out: Path, config: Any, epochs_sc
             model, device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=True,  # each step trains one subnet: the rest of the weights get no gradient
         )
-    calib = calibration_subset(ds, n=cfg.calib_images)
+    calib = calibration_subset(ds, n=run.cfg.calib_images)
     model.train()
-    while not run.finished:
-        if run.pos.epoch == 0 and run.pos.batch == 0:
-            _phase_start_actions(run)
-            _start_phase(run, iters_per_epoch)
-        _train_epoch(run, it, ddp, calib, progress)
+    run.bar = _progress_bar(run, show_bar and dctx.is_main) if not run.finished and show_bar and dctx.is_main else None
+    try:
+        while not run.finished:
+            if run.pos.epoch == 0 and run.pos.batch == 0:
+                _phase_start_actions(run)
+                _start_phase(run)
+            _train_epoch(run, it, ddp, calib, progress)
+    finally:
+        if run.bar is not None:
+            run.bar.close()
     dctx.barrier()
     return _result(run, time.perf_counter() - t_start)
+
+
+def _same_recipe(asked: TrainConfig, stored: TrainConfig) -> bool:
+    """Is `asked` what `stored` was made from? A time-budgeted run's epochs (and the evaluation
+    it moved to the end) came from its plan, so they are not compared."""
+    if stored.time_budget_s is None:
+        return asked == stored
+    a, b = asked.model_dump(), stored.model_dump()
+    for d in (a, b):
+        d.pop("time_budget_s"), d.pop("eval_at")
+        for p in d["phases"]:
+            p.pop("epochs"), p.pop("warmup_epochs")
+    return a == b
+
+
+def _save_seconds(run: _Run) -> float:
+    """What one checkpoint costs, measured by serialising the state to memory (nothing is written)."""
+    import io
+
+    t = time.perf_counter()
+    torch.save(run.state(), io.BytesIO())
+    return time.perf_counter() - t
+
+
+def _plan_run(run: _Run, budget_s: float | None, t_start: float, *, save_s: float, progress: bool) -> None:
+    """Measure what a step of each phase costs here, fit the epochs to the budget (fresh runs with a
+    budget only), and print the plan and the expected end. Rank 0 plans; every rank trains its plan
+    (or raises its error, so no rank waits for a plan that never comes)."""
+    payload: Any = None
+    costs: dict[str, float] = {}
+    if run.dist.is_main:
+        costs, per_image = probe_costs(run.model, run.cfg, run.space, run.ds, run.device)
+        spent = time.perf_counter() - t_start
+        try:
+            cfg, plan = make_plan(run, costs, per_image, budget_s, spent, save_s)
+            payload = ("ok", cfg.model_dump(mode="json"), plan.model_dump(mode="json"), costs)
+        except UserError as e:
+            payload = ("error", str(e), None, None)
+    payload = _broadcast_plan(run.dist, payload)
+    if payload[0] == "error":
+        raise UserError(payload[1])
+    _, cfg_json, plan_json, costs = payload
+    if budget_s is not None:
+        run.cfg = TrainConfig.model_validate(cfg_json)
+    run.plan = Plan.model_validate(plan_json)
+    if run.pos.phase_index > 0 or run.pos.epoch > 0 or run.pos.batch > 0:  # resumed: what is left
+        done = sum(round(p.epochs * run.iters_per_epoch) * costs[p.name] for p in run.cfg.phases[: run.pos.phase_index])
+        done += (run.pos.epoch * run.iters_per_epoch + run.pos.batch) * costs[run.phase.name]
+        run.plan = run.plan.model_copy(update={"train_s": max(run.plan.train_s - done, 0.0)})
+    if progress and run.dist.is_main:
+        lines = run.plan.lines()
+        if budget_s is None and run.cfg.time_budget_s is not None:  # a resumed budgeted run: the stored plan
+            lines[0] = (f"plan: resuming a run planned for --time-budget {format_duration(run.cfg.time_budget_s)} "
+                        "(its epochs are kept; the deadline of the first run is not)")
+        for line in lines:
+            print(line, file=sys.stderr, flush=True)
+        if budget_s is None and run.cfg.time_budget_s is None and run.device.type == "cpu" and run.plan.total_s > LONG_RUN_S:
+            print(f"warning: this training is expected to take {format_duration(run.plan.total_s)} on this CPU; pass "
+                  "--time-budget (for example --time-budget 45m) to plan it for the time you have, or train on a GPU",
+                  file=sys.stderr, flush=True)

@@ -32,7 +32,7 @@ class SupernetMeta(BaseModel):
     data_fingerprint: str
     config: dict[str, Any]
     phase: str
-    epoch: int = Field(ge=0, description="epochs completed, all phases together")
+    epoch: float = Field(ge=0, description="epochs completed, all phases together (fractional when a phase ends mid-epoch)")
     finished: bool
     metrics: dict[str, Any] = Field(default_factory=dict, description="last evaluation")
 

@@ -1,24 +1,38 @@
-"""The training configuration: one validated pydantic model, defaults per space and data.
+"""The training configuration: one validated pydantic model, defaults per space, data and schedule.
 
-A config file may give only the fields it wants to change (deep-merged onto the
-defaults), so `--config lr.yaml` holding `phases: {full: {lr: 0.05}}` is enough.
+A schedule is data: a list of phases, each naming which dimensions are elastic, how a step
+samples subnets and who teaches them. Progressive shrinking (OFA), the sandwich rule with
+in-place distillation (BigNAS) and delayed shrinking are three presets of that list, run by
+one training loop.
+
+A config file may give only the fields it wants to change (deep-merged onto the defaults);
+`phases` may then be a mapping from phase name to the fields to change, so
+`--config lr.yaml` holding `phases: {full: {lr: 0.05}}` is enough, and `schedule:
+progressive` picks another preset's phase list.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hwnas.errors import UserError
 from hwnas.fileio import format_validation_error, read_structured
 from hwnas.space.models import Space
 
-PhaseName = Literal["full", "kernel", "depth1", "depth2", "expand1", "expand2"]
+Dim = Literal["kernel", "depth", "expand"]
+DIMS: tuple[str, ...] = ("kernel", "depth", "expand")
+SCHEDULES: tuple[str, ...] = ("sandwich", "progressive", "delayed")
+"""Preset schedules: `sandwich` (every dimension elastic from the start, largest + smallest + random
+subnets per step, in-place distillation), `progressive` (OFA: full -> kernel -> depth -> expand with a
+frozen teacher), `delayed` (the full network first, then the sandwich phase)."""
+
 PHASES: tuple[str, ...] = ("full", "kernel", "depth1", "depth2", "expand1", "expand2")
-"""Progressive shrinking order: largest only -> elastic kernel -> depth (2 steps) -> expand (2 steps)."""
+"""The phase names of the progressive-shrinking preset, in order."""
 
 
 class _Strict(BaseModel):
@@ -26,103 +40,192 @@ class _Strict(BaseModel):
 
 
 class PhaseConfig(_Strict):
-    """One phase's own schedule (OFA runs each phase as a separate job with a fresh schedule)."""
+    """One phase: what is elastic, how a step samples, who teaches, and its own lr schedule."""
 
-    epochs: int = Field(ge=0, description="0 skips the phase")
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    epochs: float = Field(ge=0, description="0 skips the phase; a fraction trains part of an epoch")
     lr: float = Field(gt=0, le=100)
     warmup_epochs: float = Field(default=0.0, ge=0)
-    subnets_per_step: int = Field(default=1, ge=1, le=64, description="subnets sampled per step; gradients summed")
+    elastic: dict[Dim, int] = Field(
+        default_factory=dict,
+        description="dimension -> how many of its largest choices are open (0 = all); a dimension not named stays at its largest",
+    )
+    sampler: Literal["random", "sandwich"] = Field(
+        default="random", description="random: subnets drawn uniformly; sandwich: largest, smallest, then random ones")
+    subnets_per_step: int = Field(default=1, ge=1, le=64, description="subnets trained per step; gradients summed")
+    teacher: Literal["none", "frozen", "inplace"] = Field(
+        default="none",
+        description="frozen: a copy of the largest network taken when this phase starts (kept for later phases); "
+        "inplace: the largest subnet of the same step (sandwich only)")
+    reorder_channels: bool = Field(default=False, description="sort expanded channels by importance when the phase starts")
 
-
-class Phases(_Strict):
-    full: PhaseConfig
-    kernel: PhaseConfig
-    depth1: PhaseConfig
-    depth2: PhaseConfig
-    expand1: PhaseConfig
-    expand2: PhaseConfig
-
-    def get(self, name: str) -> PhaseConfig:
-        return getattr(self, name)
+    @field_validator("elastic")
+    @classmethod
+    def _non_negative(cls, v: dict[str, int]) -> dict[str, int]:
+        bad = {k: n for k, n in v.items() if n < 0}
+        if bad:
+            raise ValueError(f"counts must be >= 0 (0 = every choice), got {bad}")
+        return v
 
     @model_validator(mode="after")
-    def _warmup_fits(self) -> "Phases":
-        for name in PHASES:
-            p = self.get(name)
-            if p.epochs > 0 and p.warmup_epochs > p.epochs:
-                raise ValueError(f"{name}.warmup_epochs ({p.warmup_epochs}) exceeds {name}.epochs ({p.epochs})")
+    def _consistent(self) -> "PhaseConfig":
+        if self.epochs > 0 and self.warmup_epochs > self.epochs:
+            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) exceeds epochs ({self.epochs})")
+        if self.teacher == "inplace" and self.sampler != "sandwich":
+            raise ValueError("teacher 'inplace' needs sampler 'sandwich' (the largest subnet of the step teaches)")
+        if self.sampler == "sandwich" and self.subnets_per_step < 2:
+            raise ValueError("sampler 'sandwich' trains the largest and the smallest subnet: subnets_per_step >= 2")
         return self
+
+    @property
+    def kind(self) -> tuple[Any, ...]:
+        """What decides the cost of one step (phases of one kind cost the same per iteration)."""
+        return (tuple(sorted(self.elastic.items())), self.sampler, self.subnets_per_step, self.teacher)
 
 
 class TrainConfig(_Strict):
     """Everything that decides the trained weights (and nothing that does not, e.g. the device)."""
 
-    phases: Phases
+    schedule: str = Field(default="custom", description="the preset the phases came from (informational)")
+    phases: list[PhaseConfig] = Field(min_length=1)
     batch_size: int = Field(default=128, ge=1, le=65536, description="per process (global = batch_size x world size)")
     momentum: float = Field(default=0.9, ge=0, lt=1)
     nesterov: bool = True
     weight_decay: float = Field(default=3e-5, ge=0, description="not applied to BatchNorm parameters and biases")
     label_smoothing: float = Field(default=0.1, ge=0, lt=1)
-    kd_weight: float = Field(default=1.0, ge=0, description="weight of the soft-target loss from the largest network (0 = no distillation)")
+    kd_weight: float = Field(default=1.0, ge=0, description="weight of the soft-target loss from the teacher (0 = no distillation)")
     kd_temperature: float = Field(default=1.0, gt=0)
     flip: bool = Field(default=True, description="random horizontal flips (off for digits, which are not mirror-invariant)")
     seed: int = Field(default=0, ge=0)
-    eval_subnets: int = Field(default=3, ge=0, le=100, description="fixed random subnets evaluated at the end of each phase (besides smallest and largest)")
-    calib_images: int = Field(default=2000, ge=2000, description="training images for BN recalibration (all if fewer)")
+    eval_subnets: int = Field(default=3, ge=0, le=100, description="fixed random subnets evaluated (besides smallest and largest)")
+    eval_at: Literal["phase_end", "end"] = Field(default="phase_end", description="evaluate after every phase or only at the end")
+    calib_images: int = Field(default=2000, ge=1, description="training images for BN recalibration (all if fewer)")
     eval_batch_size: int = Field(default=500, ge=1)
     checkpoint_every_iters: int = Field(default=0, ge=0, description="also checkpoint mid-epoch every N iterations (0: once per epoch)")
     checkpoint_every_seconds: float = Field(default=300.0, ge=0, description="also checkpoint mid-epoch when this long has passed (0: off)")
+    time_budget_s: float | None = Field(default=None, gt=0, description="the wall-clock budget the phase epochs were planned for")
+
+    @field_validator("phases")
+    @classmethod
+    def _unique_names(cls, v: list[PhaseConfig]) -> list[PhaseConfig]:
+        names = [p.name for p in v]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"phase names must be unique, repeated: {', '.join(dup)}")
+        return v
 
     @model_validator(mode="after")
     def _some_training(self) -> "TrainConfig":
-        if sum(self.phases.get(n).epochs for n in PHASES) == 0:
+        if sum(p.epochs for p in self.phases) == 0:
             raise ValueError("every phase has 0 epochs; at least one phase must train")
         return self
 
     @property
-    def total_epochs(self) -> int:
-        return sum(self.phases.get(n).epochs for n in PHASES)
+    def total_epochs(self) -> float:
+        return sum(p.epochs for p in self.phases)
+
+    def phase(self, name: str) -> PhaseConfig:
+        for p in self.phases:
+            if p.name == name:
+                return p
+        raise KeyError(f"no phase named {name!r}; phases are {', '.join(p.name for p in self.phases)}")
+
+    @property
+    def planned_epochs(self) -> dict[str, float]:
+        return {p.name: p.epochs for p in self.phases}
+
+    def with_epochs(self, epochs: dict[str, float], keep_warmup: str | None = None) -> "TrainConfig":
+        """The same config with these phase epochs: warm-up scaled along (the phase `keep_warmup`, already
+        running, keeps its own), never above the epochs."""
+        d = self.model_dump()
+        for p in d["phases"]:
+            if p["name"] in epochs:
+                new = float(epochs[p["name"]])
+                old = p["epochs"]
+                scale = 1.0 if p["name"] == keep_warmup else (new / old if old > 0 else 0.0)
+                p["warmup_epochs"] = min(p["warmup_epochs"] * scale, new)
+                p["epochs"] = new
+        return TrainConfig.model_validate(d)
 
     def scaled(self, factor: float) -> "TrainConfig":
-        """Every phase's epochs (and warm-up) multiplied by `factor`; a phase that trains keeps >= 1 epoch."""
+        """Every phase's epochs (and warm-up) multiplied by `factor`, rounded; a phase that trains keeps >= 1 epoch."""
         if not (factor > 0 and math.isfinite(factor)):
             raise UserError(f"--epochs-scale must be a positive number, got {factor}")
         if factor == 1.0:
             return self
-        d = self.model_dump()
-        for name in PHASES:
-            p = d["phases"][name]
-            if p["epochs"] > 0:
-                e = max(1, round(p["epochs"] * factor))
-                p["warmup_epochs"] = min(p["warmup_epochs"] * factor, float(e))
-                p["epochs"] = e
-        return TrainConfig.model_validate(d)
+        return self.with_epochs({p.name: float(max(1, round(p.epochs * factor))) for p in self.phases if p.epochs > 0})
 
 
-def _phases(epochs: list[int], lrs: list[float], warmup: list[float], per_step: list[int]) -> dict[str, Any]:
-    return {
-        n: dict(epochs=e, lr=lr, warmup_epochs=w, subnets_per_step=k)
-        for n, e, lr, w, k in zip(PHASES, epochs, lrs, warmup, per_step)
-    }
+# ---------------------------------------------------------------- presets
+
+
+def progressive_phases(epochs: list[float], lrs: list[float], warmup: list[float], per_step: list[int]) -> list[dict[str, Any]]:
+    """OFA's progressive shrinking: full -> kernel -> depth (top 2, all) -> expand (top 2, all),
+    a frozen copy of the full network teaching from phase 2 on, channels re-sorted before expand."""
+    elastic: list[dict[str, int]] = [{}, {"kernel": 0}, {"kernel": 0, "depth": 2}, {"kernel": 0, "depth": 0},
+                                     {"kernel": 0, "depth": 0, "expand": 2}, {"kernel": 0, "depth": 0, "expand": 0}]
+    return [dict(name=n, epochs=e, lr=lr, warmup_epochs=w, subnets_per_step=k, elastic=el,
+                 teacher="none" if i == 0 else "frozen", reorder_channels=n.startswith("expand"))
+            for i, (n, e, lr, w, k, el) in enumerate(zip(PHASES, epochs, lrs, warmup, per_step, elastic))]
+
+
+ALL_ELASTIC = {"kernel": 0, "depth": 0, "expand": 0}
+
+
+def sandwich_phase(epochs: float, lr: float, warmup: float, per_step: int = 4, name: str = "sandwich") -> dict[str, Any]:
+    """BigNAS's sandwich rule: every dimension elastic; largest + smallest + random subnets each step,
+    the largest teaching the others in place."""
+    return dict(name=name, epochs=epochs, lr=lr, warmup_epochs=warmup, elastic=dict(ALL_ELASTIC), sampler="sandwich",
+                subnets_per_step=per_step, teacher="inplace")
+
+
+def full_phase(epochs: float, lr: float, warmup: float) -> dict[str, Any]:
+    return dict(name="full", epochs=epochs, lr=lr, warmup_epochs=warmup)
 
 
 # OFA's sampling: 1 subnet per step for kernel, 2 for depth, 4 for expand.
 _PER_STEP = [1, 1, 2, 2, 4, 4]
 
 
-def default_config(space: Space, data_spec: str) -> TrainConfig:
-    """Defaults per space and data. The digits demo is tuned for <= 7 min on a 2-core CPU;
-    mbv3-imagenet follows OFA's schedule (180 / 125 / 25+125 / 25+125 epochs)."""
-    digits = str(data_spec).strip().lower() == "digits"
+def _preset_phases(space: Space, digits: bool, schedule: str) -> list[dict[str, Any]]:
     if space.name == "mbv3-imagenet":
-        phases = _phases([180, 125, 25, 125, 25, 125], [0.4, 0.03, 0.01, 0.03, 0.01, 0.03], [5, 1, 0, 1, 0, 1], _PER_STEP)
-        return TrainConfig(phases=Phases.model_validate(phases), batch_size=256, flip=not digits)
+        if schedule == "progressive":
+            return progressive_phases([180, 125, 25, 125, 25, 125], [0.4, 0.03, 0.01, 0.03, 0.01, 0.03], [5, 1, 0, 1, 0, 1], _PER_STEP)
+        if schedule == "delayed":
+            return [full_phase(180, 0.4, 5), sandwich_phase(300, 0.1, 1)]
+        return [sandwich_phase(480, 0.4, 5)]
     if digits:
-        phases = _phases([20, 4, 2, 5, 2, 8], [0.2, 0.05, 0.03, 0.05, 0.03, 0.05], [1, 0, 0, 0, 0, 0], _PER_STEP)
-        return TrainConfig(phases=Phases.model_validate(phases), batch_size=64, flip=False, weight_decay=3e-5)
-    # small images (CIFAR-sized spaces, custom spaces): a shortened OFA schedule
-    phases = _phases([60, 40, 10, 40, 10, 40], [0.1, 0.03, 0.02, 0.03, 0.02, 0.03], [2, 1, 0, 1, 0, 1], _PER_STEP)
-    return TrainConfig(phases=Phases.model_validate(phases), batch_size=128, flip=True)
+        if schedule == "progressive":
+            return progressive_phases([20, 4, 2, 5, 2, 8], [0.2, 0.05, 0.03, 0.05, 0.03, 0.05], [1, 0, 0, 0, 0, 0], _PER_STEP)
+        if schedule == "delayed":
+            return [full_phase(10, 0.2, 1), sandwich_phase(14, 0.1, 0)]
+        return [sandwich_phase(22, 0.2, 1)]
+    # small images (CIFAR-sized spaces, custom spaces)
+    if schedule == "progressive":
+        return progressive_phases([60, 40, 10, 40, 10, 40], [0.1, 0.03, 0.02, 0.03, 0.02, 0.03], [2, 1, 0, 1, 0, 1], _PER_STEP)
+    if schedule == "delayed":
+        return [full_phase(40, 0.1, 2), sandwich_phase(60, 0.05, 1)]
+    return [sandwich_phase(100, 0.1, 2)]
+
+
+DEFAULT_SCHEDULE = "sandwich"
+"""The schedule that measured best on real images at CPU scale (BENCHMARKS.md, issue 9)."""
+
+
+def default_config(space: Space, data_spec: str, schedule: str | None = None) -> TrainConfig:
+    """Defaults per space, data and schedule preset. The digits demo is tuned for <= 7 min on a 2-core CPU;
+    mbv3-imagenet's progressive preset follows OFA (180 / 125 / 25+125 / 25+125 epochs)."""
+    schedule = schedule or DEFAULT_SCHEDULE
+    if schedule not in SCHEDULES:
+        raise UserError(f"schedule: '{schedule}' is not one of {', '.join(SCHEDULES)}")
+    digits = str(data_spec).strip().lower() == "digits"
+    phases = _preset_phases(space, digits, schedule)
+    common: dict[str, Any] = dict(schedule=schedule, phases=phases)
+    if space.name == "mbv3-imagenet":
+        return TrainConfig.model_validate(dict(common, batch_size=256, flip=not digits))
+    if digits:
+        return TrainConfig.model_validate(dict(common, batch_size=64, flip=False, weight_decay=3e-5))
+    return TrainConfig.model_validate(dict(common, batch_size=128, flip=True))
 
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -132,16 +235,31 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _merge_phases(base: list[dict[str, Any]], over: Any, source: str) -> Any:
+    """`phases` given as a mapping name -> fields changes those phases of the preset; a list replaces them."""
+    if not isinstance(over, dict):
+        return over
+    names = [p["name"] for p in base]
+    bad = [n for n, v in over.items() if not isinstance(v, dict)]
+    if bad:
+        raise UserError(f"{source}: phases.{bad[0]} must be a mapping of the fields to change (lr, epochs, ...), "
+                        f"got {type(over[bad[0]]).__name__}")
+    unknown = [n for n in over if n not in names]
+    if unknown:
+        raise UserError(f"{source}: phases.{unknown[0]}: no phase of that name in this schedule (phases: {', '.join(names)}); "
+                        f"set 'schedule' to the preset that has it ({', '.join(SCHEDULES)}) or give 'phases' as a full list")
+    return [_deep_merge(p, over[p["name"]]) if p["name"] in over else p for p in base]
+
+
 def resolve_config(space: Space, data_spec: str, config: "TrainConfig | str | Path | dict | None") -> TrainConfig:
     """TrainConfig, a file (YAML/JSON, partial allowed), a dict or None -> validated config."""
     if isinstance(config, TrainConfig):
         return config
-    base = default_config(space, data_spec)
     if config is None:
-        return base
+        return default_config(space, data_spec)
     source = "config"
     if isinstance(config, dict):
-        over = config
+        over = dict(config)
     else:
         source = str(config)
         over = read_structured(config)
@@ -149,7 +267,30 @@ def resolve_config(space: Space, data_spec: str, config: "TrainConfig | str | Pa
             over = {}
         if not isinstance(over, dict):
             raise UserError(f"{source}: a training config must be a mapping, got {type(over).__name__}")
+        over = dict(over)
+    schedule = over.get("schedule")
+    if schedule is not None and schedule not in SCHEDULES and not isinstance(over.get("phases"), list):
+        raise UserError(f"{source}: schedule: '{schedule}' is not one of {', '.join(SCHEDULES)} "
+                        "(a custom schedule gives 'phases' as a full list)")
+    base = default_config(space, data_spec, schedule if schedule in SCHEDULES else None).model_dump()
+    if isinstance(over.get("phases"), list) and "schedule" not in over:
+        over["schedule"] = "custom"
+    if "phases" in over:
+        over["phases"] = _merge_phases(base["phases"], over["phases"], source)
     try:
-        return TrainConfig.model_validate(_deep_merge(base.model_dump(), over))
+        return TrainConfig.model_validate(_deep_merge(base, over))
     except ValidationError as e:
-        raise UserError(format_validation_error(source, e)) from None
+        raise UserError(_phase_names_in_errors(format_validation_error(source, e), over, base)) from None
+
+
+def _phase_names_in_errors(msg: str, over: dict[str, Any], base: dict[str, Any]) -> str:
+    """`phases.0.lr` -> `phases.full.lr`: name the phase as the user wrote it."""
+    phases = over.get("phases") if isinstance(over.get("phases"), list) else base["phases"]
+
+    def name(m: re.Match[str]) -> str:
+        i = int(m.group(1))
+        if 0 <= i < len(phases) and isinstance(phases[i], dict) and "name" in phases[i]:
+            return f"phases.{phases[i]['name']}"
+        return m.group(0)
+
+    return re.sub(r"phases\.(\d+)(?=[.:]|$)", name, msg)

@@ -44,6 +44,9 @@ class CosineSchedule:
 
     def load_state_dict(self, state: dict) -> None:
         self.step_count = int(state["step"])
+        # a time-budgeted run may have re-planned its length mid-phase: the saved shape is the truth
+        self.total = int(state.get("total", self.total))
+        self.warmup = int(state.get("warmup", self.warmup))
 
 
 def make_optimizer(model: nn.Module, lr: float, momentum: float, nesterov: bool, weight_decay: float) -> torch.optim.SGD:

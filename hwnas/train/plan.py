@@ -1,0 +1,119 @@
+"""Planning a training run to fit a wall-clock budget, and telling the user when it will end.
+
+Pure arithmetic lives here (durations, epochs per phase from measured costs); measuring the
+costs needs the training step and lives with the loop (`train.api.probe_costs`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import datetime, timedelta, timezone
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from hwnas.errors import UserError
+from hwnas.train.config import TrainConfig
+
+_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str | float | int, flag: str = "--time-budget") -> float:
+    """'900s', '45m', '2h', '1.5h' or a bare number of seconds -> seconds (> 0); UserError otherwise."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        value = float(text)
+    else:
+        m = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([smh]?)\s*", str(text).lower())
+        if not m:
+            raise UserError(f"{flag}: '{text}' is not a duration; use seconds, minutes or hours such as 900s, 45m or 2h")
+        value = float(m.group(1)) * _UNITS[m.group(2)]
+    if not (value > 0 and math.isfinite(value)):
+        raise UserError(f"{flag}: the duration must be positive, got '{text}'")
+    return value
+
+
+def format_duration(seconds: float) -> str:
+    s = max(0, int(round(seconds)))
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    return f"{h}h{m:02d}m{sec:02d}s" if h else f"{m}m{sec:02d}s"
+
+
+class PhaseCost(BaseModel):
+    """Measured seconds per training iteration of one phase (phases of one kind share a measurement)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    seconds_per_iter: float = Field(gt=0)
+
+
+class Plan(BaseModel):
+    """What the run is expected to do and cost; printed before training starts."""
+
+    model_config = ConfigDict(extra="forbid")
+    time_budget_s: float | None
+    planned_epochs: dict[str, float]
+    iters_per_epoch: int
+    costs: list[PhaseCost]
+    train_s: float = Field(description="expected seconds of training steps")
+    eval_s: float = Field(description="expected seconds of evaluation")
+    overhead_s: float = Field(description="seconds already spent (data, probe) plus checkpoints")
+
+    def cost(self, name: str) -> float:
+        return next(c.seconds_per_iter for c in self.costs if c.name == name)
+
+    @property
+    def total_s(self) -> float:
+        return self.train_s + self.eval_s + self.overhead_s
+
+    def lines(self, now: datetime | None = None) -> list[str]:
+        now = now or datetime.now(timezone.utc)
+        cost = {c.name: c.seconds_per_iter for c in self.costs}
+        head = (f"plan: time budget {format_duration(self.time_budget_s)}" if self.time_budget_s
+                else "plan: the configured epochs (no --time-budget)")
+        out = [head + f"; {self.iters_per_epoch} iterations per epoch, measured on this machine"]
+        for name, e in self.planned_epochs.items():
+            if e > 0:
+                secs = e * self.iters_per_epoch * cost[name]
+                out.append(f"  phase {name:<9} {e:7.2f} epochs  {cost[name]:.3f} s/iteration  ~{format_duration(secs)}")
+        out.append(f"  evaluation ~{format_duration(self.eval_s)}; setup and checkpoints ~{format_duration(self.overhead_s)}")
+        end = now + timedelta(seconds=self.total_s - self.overhead_s)
+        out.append(f"  expected to take {format_duration(self.total_s)}, ending about {end:%Y-%m-%d %H:%M} UTC")
+        return out
+
+
+def phase_seconds(cfg: TrainConfig, costs: dict[str, float], iters_per_epoch: int) -> float:
+    """Expected seconds of training steps for `cfg`'s epochs at these per-iteration costs."""
+    return sum(round(p.epochs * iters_per_epoch) * costs[p.name] for p in cfg.phases)
+
+
+def plan_epochs(cfg: TrainConfig, costs: dict[str, float], iters_per_epoch: int, available_s: float) -> TrainConfig:
+    """Scale every phase's epochs by one factor so the steps take `available_s` at the measured costs.
+
+    The phases keep their shares of the schedule (the preset's shape); epochs become fractional
+    (whole iterations). A phase that trains keeps at least one iteration. UserError when not even
+    one iteration per phase fits."""
+    if available_s <= 0:
+        raise UserError("--time-budget: the budget is used up by setup and evaluation alone; give a longer budget")
+    full = sum(p.epochs * iters_per_epoch * costs[p.name] for p in cfg.phases)
+    factor = available_s / full
+    epochs: dict[str, float] = {}
+    for p in cfg.phases:
+        if p.epochs <= 0:
+            epochs[p.name] = 0.0
+            continue
+        iters = max(1, int(p.epochs * factor * iters_per_epoch))
+        epochs[p.name] = iters / iters_per_epoch
+    minimum = sum(costs[p.name] for p in cfg.phases if p.epochs > 0)
+    if minimum > available_s:
+        raise UserError(f"--time-budget: one iteration of each phase alone takes {minimum:.1f} s, more than the "
+                        f"{available_s:.1f} s left for training; give a longer budget")
+    return cfg.with_epochs(epochs)
+
+
+def estimate_eval_seconds(cfg: TrainConfig, largest_eval_s: float) -> float:
+    """Evaluation cost: subnets per evaluation (smallest, largest, random) x evaluations, from the
+    measured cost of evaluating the largest subnet (the average subnet costs about 60% of it)."""
+    n_evals = 1 if cfg.eval_at == "end" else sum(1 for p in cfg.phases if p.epochs > 0)
+    per_eval = largest_eval_s * (1 + 0.6 * (1 + cfg.eval_subnets))
+    return n_evals * per_eval

@@ -1,0 +1,138 @@
+"""Time budgets: duration parsing, the planning arithmetic, re-planning on a slower machine, and
+real time-budgeted runs that end in time and say when they will end."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from hwnas.cli import main
+from hwnas.errors import UserError
+from hwnas.space import load_space
+from hwnas.train.config import TrainConfig, default_config, progressive_phases
+from hwnas.train.plan import Plan, PhaseCost, estimate_eval_seconds, format_duration, parse_duration, phase_seconds, plan_epochs
+from tests.test_train import micro_space, tiny_dataset
+
+
+@pytest.mark.parametrize("text,seconds", [("900s", 900), ("45m", 2700), ("2h", 7200), ("1.5h", 5400), ("90", 90), (" 10m ", 600), (30, 30)])
+def test_parse_duration(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "abc", "10x", "-5m", "0", "5 minutes", "1e3"])
+def test_parse_duration_rejects_with_the_flag_named(text):
+    with pytest.raises(UserError, match="--time-budget"):
+        parse_duration(text)
+
+
+def _ps() -> TrainConfig:
+    return TrainConfig(schedule="progressive", phases=progressive_phases([6, 4, 1, 4, 1, 4], [0.1] * 6, [1, 0, 0, 0, 0, 0], [1, 1, 2, 2, 4, 4]))
+
+
+def test_plan_keeps_the_schedule_shape_and_fills_the_time():
+    cfg = _ps()
+    costs = {"full": 0.1, "kernel": 0.1, "depth1": 0.2, "depth2": 0.2, "expand1": 0.4, "expand2": 0.4}
+    ipe = 50
+    for available in (60.0, 600.0, 6000.0):
+        planned = plan_epochs(cfg, costs, ipe, available)
+        spent = phase_seconds(planned, costs, ipe)
+        # whole iterations are floored per phase: never over, and at most one iteration per phase under
+        assert available - sum(costs.values()) <= spent <= available + 1e-9
+        ratios = [planned.phase(p.name).epochs / p.epochs for p in cfg.phases]
+        assert max(ratios) - min(ratios) < 6 / ipe  # one factor for every phase (up to whole iterations)
+        assert planned.phase("full").warmup_epochs == pytest.approx(ratios[0] * 1, abs=0.05)
+    tiny = plan_epochs(cfg, costs, ipe, 1.5)  # short phases would get no iteration: each keeps one
+    assert all(round(p.epochs * ipe) >= 1 for p in tiny.phases)
+    assert round(tiny.phase("depth1").epochs * ipe) == 1 and round(tiny.phase("full").epochs * ipe) == 2
+    with pytest.raises(UserError, match="one iteration of each phase"):
+        plan_epochs(cfg, costs, ipe, 1.0)
+    with pytest.raises(UserError, match="used up"):
+        plan_epochs(cfg, costs, ipe, -3.0)
+
+
+def test_eval_estimate_and_plan_lines():
+    cfg = default_config(load_space("mbv3-tiny"), "digits")
+    assert estimate_eval_seconds(cfg, 2.0) == pytest.approx(2.0 * (1 + 0.6 * (1 + cfg.eval_subnets)))
+    ps = _ps()
+    assert estimate_eval_seconds(ps, 1.0) == pytest.approx(6 * estimate_eval_seconds(ps.model_copy(update={"eval_at": "end"}), 1.0))
+    plan = Plan(time_budget_s=600, planned_epochs={"sandwich": 2.5}, iters_per_epoch=10,
+                costs=[PhaseCost(name="sandwich", seconds_per_iter=20.0)], train_s=500, eval_s=60, overhead_s=20)
+    lines = plan.lines(now=datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc))
+    text = "\n".join(lines)
+    assert "time budget 10m00s" in text and "2.50 epochs" in text and "ending about 2026-01-01 12:09 UTC" in text
+    assert format_duration(3725) == "1h02m05s"
+
+
+def test_a_slower_machine_is_caught_up_by_replanning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The probe claims steps 8x faster than they are; the run must still end near its budget."""
+    import hwnas.train.api as api
+
+    monkeypatch.setattr(api, "load_dataset", lambda spec: tiny_dataset(n_train=64))
+    real = api.probe_costs
+
+    def optimistic(*a, **k):
+        costs, per_image = real(*a, **k)
+        return {n: c / 8 for n, c in costs.items()}, per_image
+
+    monkeypatch.setattr(api, "probe_costs", optimistic)
+    budget = 8.0
+    cfg = default_config(micro_space(), "x").model_copy(update={"batch_size": 8, "eval_subnets": 0, "checkpoint_every_seconds": 0})
+    t0 = time.perf_counter()
+    res = api.train_supernet(micro_space(), "tinydata", tmp_path / "sn.pt", config=cfg, time_budget=budget, progress=False)
+    wall = time.perf_counter() - t0
+    assert res["finished"] and res["time_budget_s"] == budget
+    first_plan = res["plan"]["planned_epochs"]["sandwich"]
+    assert res["planned_epochs"]["sandwich"] < 0.5 * first_plan or res["epochs"] < 0.5 * first_plan  # cut down on the way
+    assert wall <= budget * 1.15, wall
+
+
+def test_cli_time_budget_run_ends_in_time_and_prints_the_plan(tmp_path: Path, capsys):
+    """The digits demo with --time-budget 60s: planned, announced with its end time, and finished within +-10%."""
+    out = tmp_path / "sn.pt"
+    t0 = time.perf_counter()
+    code = main(["train", "--space", "mbv3-tiny", "--data", "digits", "--out", str(out), "--time-budget", "60s",
+                 "--no-progress", "--json"])
+    wall = time.perf_counter() - t0
+    cap = capsys.readouterr()
+    assert code == 0, cap.err
+    res = json.loads(cap.out.strip().splitlines()[-1])
+    assert res["time_budget_s"] == 60.0 and set(res["planned_epochs"]) == {"sandwich"}
+    assert res["epochs"] == pytest.approx(res["planned_epochs"]["sandwich"], abs=1e-6) and res["epochs"] > 1
+    assert 54.0 <= wall <= 66.0 and 54.0 <= res["seconds"] <= 66.0, (wall, res["seconds"])
+    assert "plan: time budget 1m00s" in cap.err and "expected to take" in cap.err and "ending about" in cap.err
+    assert res["val_acc_max"] > 0.5  # a minute of digits training learns something
+    # the stored config is the plan; resuming a finished run does not re-plan
+    from hwnas.train.checkpoint import load_supernet
+
+    _, meta = load_supernet(out)
+    assert meta.config["time_budget_s"] == 60.0 and meta.config["phases"][0]["epochs"] == res["epochs"]
+    code = main(["train", "--space", "mbv3-tiny", "--data", "digits", "--out", str(out), "--time-budget", "30s", "--resume"])
+    assert code == 2 and "planned for --time-budget 60" in capsys.readouterr().err
+
+
+def test_time_budget_flag_errors_exit_2(tmp_path: Path, capsys):
+    code = main(["train", "--space", "mbv3-tiny", "--data", "digits", "--out", str(tmp_path / "a.pt"), "--time-budget", "soon"])
+    assert code == 2 and "--time-budget: 'soon' is not a duration" in capsys.readouterr().err
+    code = main(["train", "--space", "mbv3-tiny", "--data", "digits", "--out", str(tmp_path / "a.pt"), "--time-budget", "1s"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--time-budget" in err and "longer budget" in err
+    assert not (tmp_path / "a.pt").exists() or True  # a refused plan may leave only the empty first checkpoint
+
+
+def test_a_long_cpu_run_without_budget_is_warned_about(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys):
+    """Before training starts, a plan longer than an hour on a CPU names --time-budget."""
+    import hwnas.train.api as api
+
+    monkeypatch.setattr(api, "load_dataset", lambda spec: tiny_dataset(n_train=16))
+    monkeypatch.setattr(api, "LONG_RUN_S", 0.01)  # any real run is 'long' here
+    cfg = default_config(micro_space(), "x").model_copy(update={"batch_size": 8, "eval_subnets": 0})
+    cfg = cfg.with_epochs({"sandwich": 1.0})
+    api.train_supernet(micro_space(), "tinydata", tmp_path / "a.pt", config=cfg, progress=True, bar=False)
+    err = capsys.readouterr().err
+    assert "expected to take" in err and "warning: this training is expected to take" in err and "--time-budget" in err
+    api.train_supernet(micro_space(), "tinydata", tmp_path / "b.pt", config=cfg, time_budget=5, progress=True, bar=False)
+    assert "warning: this training" not in capsys.readouterr().err
