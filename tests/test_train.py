@@ -96,7 +96,10 @@ def test_config_file_partial_override_and_field_errors(tmp_path: Path):
     with pytest.raises(UserError, match="warmup_epochs"):
         resolve_config(sp, "digits", f)
     f.write_text(yaml.safe_dump({"phases": {"sandwich": {"teacher": "inplace", "sampler": "random"}}}))
-    with pytest.raises(UserError, match="inplace.*sandwich"):
+    with pytest.raises(UserError, match=r"phases\.sandwich: .*inplace.*sandwich"):  # named, not numbered
+        resolve_config(sp, "digits", f)
+    f.write_text(yaml.safe_dump({"phases": {"sandwich": None}}))
+    with pytest.raises(UserError, match=r"phases\.sandwich must be a mapping"):
         resolve_config(sp, "digits", f)
     zero = {"schedule": "progressive", "phases": {p: {"epochs": 0} for p in PHASES}}
     with pytest.raises(UserError, match="at least one phase"):
@@ -117,6 +120,10 @@ def test_epochs_scale_keeps_every_training_phase():
     assert all(p.epochs == 1 for p in s.phases)
     assert all(p.warmup_epochs <= 1 for p in s.phases)
     assert cfg.scaled(2.0).phase("full").epochs == 360
+    # a re-plan of the running phase keeps its warm-up; other phases scale theirs
+    re = cfg.with_epochs({"full": 90, "kernel": 62.5}, keep_warmup="full")
+    assert re.phase("full").warmup_epochs == cfg.phase("full").warmup_epochs
+    assert re.phase("kernel").warmup_epochs == pytest.approx(cfg.phase("kernel").warmup_epochs * 0.5)
     with pytest.raises(UserError, match="epochs-scale"):
         cfg.scaled(0)
 
@@ -203,6 +210,14 @@ def test_kd_loss_is_soft_cross_entropy_minimised_at_the_teacher():
     assert torch.allclose(training_loss(s, y, None, label_smoothing=0.1, kd_weight=1.0, kd_temperature=1.0), hard)
     both = training_loss(s, y, t, label_smoothing=0.1, kd_weight=0.5, kd_temperature=1.0)
     assert torch.allclose(both, hard + 0.5 * kd_loss(s, t, 1.0))
+
+
+def test_cosine_schedule_resumes_with_its_saved_shape():
+    a = CosineSchedule(0.1, total_iters=100, warmup_iters=5)
+    a.step_count, a.total = 40, 60  # a time-budgeted run shortened it mid-phase
+    b = CosineSchedule(0.1, total_iters=100, warmup_iters=5)
+    b.load_state_dict(a.state_dict())
+    assert (b.total, b.warmup, b.lr) == (60, 5, a.lr)
 
 
 def test_cosine_schedule_and_no_decay_groups():
