@@ -81,7 +81,7 @@ class GenerateResult(BaseModel):
     int8_onnx: str | None = None
     warnings: list[str] = Field(default_factory=list)
     time_budget_s: float | None = None
-    finetune: dict[str, Any] | None = Field(default=None, description="the chosen subnet's fine-tuning: seconds, epochs, accuracy before")
+    finetune: dict[str, Any] | None = Field(default=None, description="the chosen subnet's fine-tuning: seconds, epochs, iterations, images/s, recipe")
     schedule: str = ""
 
 
@@ -324,8 +324,7 @@ def _generate(budget_ms: float, out: str | os.PathLike[str], *, data: str, space
                         "the budget check; the predicted latency is the target's")
         _log(progress, f"note: {warnings[-1]}")
     front = [e for e in result.front if e.predicted_latency_ms <= budget_ms]
-    attempts = choose_within_budget(sp, tab, front, result.best[0], budget_ms, local, progress)
-    cand = next(e for e in front + list(result.best) if e.subnet.model_dump(mode="json") == attempts[-1].subnet)
+    cand, attempts = choose_within_budget(sp, tab, front, result.best[0], budget_ms, local, progress)
     stages["measure"] = time.perf_counter() - t
 
     # 5. fine-tune the chosen subnet with what is left of the time budget
@@ -427,26 +426,18 @@ def sized_search(net: Any, ds: Any, seconds: float, val_images: int) -> Any:
 def export_reserve_s(net: Any, ds: Any, subnet: Any) -> float:
     """Seconds the final export is expected to take (BN recalibration, PyTorch and ONNX Runtime passes
     over the validation images, the latency measurement), from one timed forward pass."""
-    import torch
+    from hwnas.export.core import CALIBRATION_IMAGES
+    from hwnas.train.evaluate import forward_seconds_per_image
 
-    from hwnas.data import augment_batch
-
-    static = net.extract(subnet).eval()
     n = min(256, int(ds.val_x.shape[0]))
-    x = augment_batch(ds.val_x[:n], subnet.resolution, ds.mean, ds.std, train=False)
-    with torch.no_grad():
-        t = time.perf_counter()
-        static(x)
-        per_image = (time.perf_counter() - t) / n
-    images = 2000 + 2 * int(ds.val_x.shape[0])
+    per_image = forward_seconds_per_image(net.extract(subnet), ds.val_x[:n], subnet.resolution, ds.mean, ds.std)
+    images = CALIBRATION_IMAGES + 2 * int(ds.val_x.shape[0])
     return 5.0 + 1.5 * per_image * images
 
 
 def finetune_subnet(net: Any, subnet: Any, ds: Any, seconds: float, *, device: str | None, progress: bool) -> tuple[Any, dict[str, Any]]:
     """Train the chosen subnet further for `seconds`, starting from its inherited weights and
-    with the FINETUNE_RECIPE; returns (network, summary)."""
-    import torch
-
+    with the FINETUNE_RECIPE; returns (network, summary). Threads are generate()'s (one on CPU)."""
     from hwnas.train.standalone import StandaloneRecipe, train_network
     from hwnas.train.distributed import resolve_device
 
@@ -456,14 +447,8 @@ def finetune_subnet(net: Any, subnet: Any, ds: Any, seconds: float, *, device: s
     teacher = net.extract(net.space.largest(subnet.resolution)) if recipe.kd_weight > 0 else None
     _log(progress, f"finetune: the chosen subnet for {seconds:.0f} s (lr {recipe.lr}"
                    + (", distilled from the largest subnet)" if teacher is not None else ")"))
-    threads = torch.get_num_threads()
-    if dev.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(1)  # as in training: one intra-op thread is fastest on shared small CPUs
-    try:
-        out = train_network(student, ds, resolution=subnet.resolution, time_budget_s=seconds, recipe=recipe,
-                            teacher=teacher, device=dev, evaluate=False, progress=progress, label="finetune")
-    finally:
-        torch.set_num_threads(threads)
+    out = train_network(student, ds, resolution=subnet.resolution, time_budget_s=seconds, recipe=recipe,
+                        teacher=teacher, device=dev, evaluate=False, progress=progress, label="finetune")
     student = student.cpu().eval()
     summary = {"seconds": round(out["seconds"], 1), "epochs": round(out["epochs"], 2), "iters": out["iters"],
                "images_per_s": round(out["images_per_s"], 1), "recipe": recipe.model_dump()}
@@ -477,17 +462,17 @@ trained (BENCHMARKS.md: 22.3% with it against 36.0% without, same subnet, same 2
 
 
 def choose_within_budget(space: Any, tab: Any, front: list[Any], best: Any, budget_ms: float, local: bool,
-                         progress: bool) -> list[Attempt]:
+                         progress: bool) -> tuple[Any, list[Attempt]]:
     """Measure the search's choice; while it is over the budget, walk to faster front members
-    (bounded). The last attempt is the one to ship."""
+    (bounded). Returns the front member to ship (the last attempt) and every attempt."""
     from hwnas.export.core import measure_subnet_ms
 
     cand = best
     attempts: list[Attempt] = []
     if tab.int8:  # the budget is the INT8 model's: only the quantised export can tell (measured there)
-        return [Attempt(subnet=cand.subnet.model_dump(mode="json"), predicted_acc=cand.predicted_acc,
-                        predicted_latency_ms=cand.predicted_latency_ms, measured_latency_ms=cand.predicted_latency_ms,
-                        within_budget=True)]
+        return cand, [Attempt(subnet=cand.subnet.model_dump(mode="json"), predicted_acc=cand.predicted_acc,
+                              predicted_latency_ms=cand.predicted_latency_ms, measured_latency_ms=cand.predicted_latency_ms,
+                              within_budget=True)]
     while True:
         measured = measure_subnet_ms(space, cand.subnet, tab)
         ok = measured <= budget_ms * (1 + BUDGET_TOLERANCE) or not local
@@ -497,7 +482,7 @@ def choose_within_budget(space: Any, tab: Any, front: list[Any], best: Any, budg
                        + ("" if ok else f", more than {BUDGET_TOLERANCE:.0%} over the {budget_ms:g} ms budget"))
         nxt = None if ok or len(attempts) >= MAX_EXPORT_ATTEMPTS else next_candidate(front, cand, measured, budget_ms)
         if nxt is None:
-            return attempts
+            return cand, attempts
         cand = nxt
 
 

@@ -33,7 +33,7 @@ from hwnas.supernet import StaticNet, Supernet
 from hwnas.train.checkpoint import SupernetMeta, check_space, load_checkpoint, read_meta, save_checkpoint
 from hwnas.train.config import PhaseConfig, TrainConfig, resolve_config
 from hwnas.train.distributed import DistContext, init_distributed, resolve_device
-from hwnas.train.evaluate import evaluate_subnet
+from hwnas.train.evaluate import evaluate_subnet, forward_seconds_per_image
 from hwnas.train.losses import training_loss
 from hwnas.train.phases import eval_subnets, sample_step
 from hwnas.train.plan import (Plan, PhaseCost, estimate_eval_seconds, format_duration, parse_duration, phase_seconds,
@@ -482,22 +482,6 @@ PROBE_STEPS = 3
 """Timed steps per phase kind (after one untimed warm-up step)."""
 
 
-@torch.no_grad()
-def _forward_seconds_per_image(model: Supernet, space: Space, ds: Dataset, device: torch.device, batch: int) -> float:
-    """Eval-mode forward time per image of the largest subnet (what evaluation and BN recalibration cost)."""
-    net = model.extract(space.largest()).to(device=device, memory_format=torch.channels_last).eval()
-    res = space.largest().resolution
-    x = augment_batch(ds.train_x[:batch].to(device), res, ds.mean, ds.std, train=False).contiguous(memory_format=torch.channels_last)
-    net(x)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    t0 = time.perf_counter()
-    net(x)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return (time.perf_counter() - t0) / x.shape[0]
-
-
 def probe_costs(model: Supernet, cfg: TrainConfig, space: Space, ds: Dataset, device: torch.device,
                 steps: int = PROBE_STEPS) -> tuple[dict[str, float], float]:
     """Seconds per iteration of every phase (one measurement per phase kind) and eval-mode seconds per
@@ -537,7 +521,9 @@ def probe_costs(model: Supernet, cfg: TrainConfig, space: Space, ds: Dataset, de
                 times.append(time.perf_counter() - t0)
             # sampled subnets differ step to step: the mean of the timed steps, not the median
             by_kind[phase.kind] = costs[phase.name] = max(float(np.mean(times[1:])), 1e-9)
-        per_image = _forward_seconds_per_image(probe, space, ds, device, min(cfg.eval_batch_size, 256, ds.train_x.shape[0]))
+        largest = space.largest()
+        n = min(cfg.eval_batch_size, 256, ds.train_x.shape[0])
+        per_image = forward_seconds_per_image(probe.extract(largest), ds.train_x[:n], largest.resolution, ds.mean, ds.std, device)
     return costs, per_image
 
 

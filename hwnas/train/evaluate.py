@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Sequence
 
 import torch
@@ -44,6 +45,24 @@ def accuracy(
     finally:
         model.train(was_training)
     return correct / x_uint8.shape[0]
+
+
+@torch.no_grad()
+def forward_seconds_per_image(net: nn.Module, x_uint8: torch.Tensor, resolution: int, mean: Sequence[float],
+                              std: Sequence[float], device: str | torch.device = "cpu") -> float:
+    """Eval-mode forward time per image of `net` on these images (one warm-up pass, then one timed):
+    what evaluation, BN recalibration and the export's checks cost, for planning them."""
+    dev = torch.device(device)
+    net = net.to(device=dev, memory_format=torch.channels_last).eval()
+    x = augment_batch(x_uint8.to(dev), resolution, mean, std, train=False).contiguous(memory_format=torch.channels_last)
+    net(x)  # warm-up: allocators, kernel selection
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    t0 = time.perf_counter()
+    net(x)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    return (time.perf_counter() - t0) / x.shape[0]
 
 
 def evaluate_subnet(
