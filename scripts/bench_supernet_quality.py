@@ -78,7 +78,7 @@ BUDGET_TIME_TOLERANCE = 0.10
 BUDGET_ANCHORS: tuple[tuple[int, int, int], ...] = ((2, 3, 3), (3, 5, 4), (4, 7, 6))
 BUDGET_MARGIN = 1.05
 LATENCY_TOLERANCE = 0.05
-"""A measured latency up to this fraction over the budget counts as within (as hwnas.pipeline.BUDGET_TOLERANCE)."""
+"""A measured latency up to this fraction over the budget counts as within (as hwnas.generate.BUDGET_TOLERANCE)."""
 EXIT_NO_CANDIDATE = 3
 """`hwnas generate` exit code: no candidate measured within the budget."""
 

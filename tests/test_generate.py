@@ -45,7 +45,7 @@ def tiny_folder(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory, tiny_folder):
-    from hwnas.pipeline import generate
+    from hwnas.generate import generate
 
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("gen") / "run1"
@@ -92,7 +92,7 @@ def test_second_run_reuses_both_caches(first_run, tiny_folder, tmp_path, monkeyp
 
     monkeypatch.setattr(lat, "profile_space", boom)
     monkeypatch.setattr(tr, "train_supernet", boom)
-    from hwnas.pipeline import generate
+    from hwnas.generate import generate
 
     r = generate(5.0, tmp_path / "run2", data=tiny_folder, **KW)
     assert r["cache"] == {"table": "hit", "supernet": "hit"}
@@ -110,7 +110,7 @@ def test_refuses_non_empty_out_without_force(first_run, tiny_folder, capsys):
 
 
 def test_infeasible_budget_exits_2_with_the_minimum(first_run, tiny_folder, tmp_path):
-    from hwnas.pipeline import generate
+    from hwnas.generate import generate
 
     with pytest.raises(UserError, match=r"fastest is predicted at [0-9.]+ ms"):
         generate(1e-6, tmp_path / "x", data=tiny_folder, **KW)
@@ -130,7 +130,7 @@ def test_cli_bad_budget_and_unwritable_out_exit_2(tmp_path, capsys):
 def test_measured_over_budget_falls_back_to_a_faster_front_member(first_run, tiny_folder, tmp_path, monkeypatch):
     """The first export 'measures' at twice the budget; generate must export the next faster front member."""
     import hwnas.export.core as core
-    from hwnas.pipeline import generate
+    from hwnas.generate import generate
 
     budget = 10.0
     calls: list[int] = []
@@ -161,7 +161,7 @@ def test_interrupted_training_leaves_no_cache_entry_and_a_damaged_partial_is_red
     """Only a finished checkpoint gets the cache name; a damaged `.partial` left by a crash is discarded."""
     from hwnas.cache import cache_dir, digest
     from hwnas.data import load_dataset
-    from hwnas.pipeline import cached_supernet, supernet_cache_key
+    from hwnas.generate import cached_supernet, supernet_cache_key
     from hwnas.space import load_space, with_classes
     from hwnas.train import load_supernet
     from hwnas.train.config import resolve_config
@@ -186,7 +186,7 @@ def test_time_budget_splits_the_run_and_fine_tunes_the_choice(first_run, tiny_fo
     what is left fine-tunes the chosen subnet; the whole call ends near the budget."""
     import time
 
-    from hwnas.pipeline import TRAIN_SHARE, generate
+    from hwnas.generate import TRAIN_SHARE, generate
 
     kw = {k: v for k, v in KW.items() if k not in ("train_config", "search_options")}
     budget = 60.0

@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hwnas.pipeline import generate
+    from hwnas.generate import generate
 
     r = generate(args.budget_ms, args.out, data=args.data, space=args.space, table=args.table, force=args.force,
                  epochs_scale=args.epochs_scale, device=args.device, progress=True, time_budget=args.time_budget,

@@ -1,0 +1,120 @@
+"""ONNX Runtime sessions and latency measurement: one protocol for blocks, subnets and shipped models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from hwnas.errors import UserError
+from hwnas.runtime import ortbench
+
+if TYPE_CHECKING:  # heavy imports stay lazy: `hwnas latency predict` must not need torch
+    import onnxruntime
+
+
+class MeasureProtocol(BaseModel):
+    """How one latency is measured (mirrors `ortbench.DEFAULT_PROTOCOL`, the standalone runner's).
+
+    Warm-up, then timed runs until both a minimum count and a minimum time are reached (capped),
+    so fast graphs get many samples and slow ones enough; several interleaved rounds; noisy
+    entries re-measured."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    warmup_runs: int = Field(default=ortbench.DEFAULT_PROTOCOL["warmup_runs"], ge=0)
+    warmup_s: float = Field(default=ortbench.DEFAULT_PROTOCOL["warmup_s"], ge=0.0)
+    revisit_warmup_runs: int = Field(default=ortbench.DEFAULT_PROTOCOL["revisit_warmup_runs"], ge=0)
+    min_repeats: int = Field(default=ortbench.DEFAULT_PROTOCOL["min_repeats"], ge=3)
+    max_repeats: int = Field(default=ortbench.DEFAULT_PROTOCOL["max_repeats"], ge=3)
+    min_time_s: float = Field(default=ortbench.DEFAULT_PROTOCOL["min_time_s"], ge=0.0)
+    rounds: int = Field(default=ortbench.DEFAULT_PROTOCOL["rounds"], ge=1)
+    noisy_rel_mad: float = Field(default=ortbench.DEFAULT_PROTOCOL["noisy_rel_mad"], gt=0.0)
+    max_remeasure: int = Field(default=ortbench.DEFAULT_PROTOCOL["max_remeasure"], ge=0)
+
+
+class LatencyStats(BaseModel):
+    """Summary of timed runs in milliseconds: the median is what tables and reports use."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    median_ms: float = Field(ge=0.0)
+    mean_ms: float = Field(ge=0.0)
+    p10_ms: float = Field(ge=0.0)
+    p90_ms: float = Field(ge=0.0)
+    mad_ms: float = Field(ge=0.0, description="median absolute deviation")
+    repeats: int = Field(ge=1)
+
+    @property
+    def rel_spread(self) -> float:
+        """MAD / median: the dispersion that flags a noisy measurement."""
+        return self.mad_ms / self.median_ms if self.median_ms > 0 else 0.0
+
+
+def stats_from_samples(samples_ms: np.ndarray | list[float]) -> LatencyStats:
+    if len(samples_ms) == 0:
+        raise ValueError("no latency samples")
+    return LatencyStats.model_validate(ortbench.summarize(samples_ms))
+
+
+# ---------------------------------------------------------------- export
+
+
+def available_providers() -> list[str]:
+    import onnxruntime as ort
+
+    return list(ort.get_available_providers())
+
+
+def make_session(
+    model: str | Path | bytes,
+    *,
+    threads: int = 1,
+    provider: str = "CPUExecutionProvider",
+    dim_overrides: dict[str, int] | None = None,
+) -> "onnxruntime.InferenceSession":
+    """An InferenceSession with deployment options: ORT_ENABLE_ALL, `threads` intra-op threads, one
+    inter-op thread, sequential execution (`dim_overrides` pins named free dimensions)."""
+    check_target(threads, provider)
+    if isinstance(model, (str, Path)):
+        p = Path(model)
+        if not p.is_file():
+            raise UserError(f"{p}: no such ONNX file")
+        model = str(p)
+    return ortbench.make_session(model, threads, provider, dim_overrides)
+
+
+def check_target(threads: int, provider: str) -> None:
+    """UserError for a thread count or execution provider this machine cannot use."""
+    if threads < 1:
+        raise UserError(f"--threads: must be >= 1, got {threads}")
+    avail = available_providers()
+    if provider not in avail:
+        raise UserError(f"--provider: '{provider}' is not available in this onnxruntime build; available: {', '.join(avail)}")
+
+
+def measure_latency(
+    session: "onnxruntime.InferenceSession", input_shape: tuple[int, ...], *, protocol: MeasureProtocol | None = None
+) -> LatencyStats:
+    """Median latency (ms) of `session` on a random input of `input_shape`, with dispersion.
+
+    The protocol's rounds run back to back here (the profiler interleaves them across graphs);
+    a noisy result is re-measured and the least dispersed measurement kept."""
+    p = (protocol or MeasureProtocol()).model_dump()
+    fn = ortbench.bound_runner(session, ortbench.random_feed(session, input_shape))
+    ortbench.warm_up(fn, p["warmup_runs"], p["warmup_s"])
+    best: dict[str, Any] | None = None
+    for _ in range(p["max_remeasure"] + 1):
+        samples = ortbench.time_runs(fn, p["min_repeats"], p["min_time_s"], p["max_repeats"])
+        st = ortbench.summarize(samples)
+        if best is None or ortbench.rel_spread(st) < ortbench.rel_spread(best):
+            best = st
+        if ortbench.rel_spread(st) <= p["noisy_rel_mad"]:
+            break
+    assert best is not None
+    return LatencyStats.model_validate(best)
+
+
+# ---------------------------------------------------------------- quantisation
