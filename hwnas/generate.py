@@ -199,6 +199,7 @@ def generate(
     device: str | None = None,
     time_budget: float | str | None = None,
     val_images: int | None = None,
+    supernet: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """The whole pipeline; returns the SPEC `generate --json` keys (and more).
 
@@ -206,6 +207,7 @@ def generate(
     training, SEARCH_SHARE sizes the search, and what is left after choosing the subnet (about 40%) fine-tunes
     it before the export. `val_images` scores the
     search's subnets on that many validation images (the export always reports all of them).
+    `supernet`: a trained or imported CKPT to use instead of training one (its space is the space).
     `epochs_scale`, `train_config`, `profile_resolutions` and `search_options` exist so that tests
     and benchmarks can shrink the work; they are part of the cache keys where they change results.
     """
@@ -219,7 +221,8 @@ def generate(
     try:
         return _generate(budget_ms, out, data=data, space=space, table=table, force=force, progress=progress,
                          epochs_scale=epochs_scale, train_config=train_config, profile_resolutions=profile_resolutions,
-                         search_options=search_options, device=device, time_budget=time_budget, val_images=val_images)
+                         search_options=search_options, device=device, time_budget=time_budget, val_images=val_images,
+                         supernet=supernet)
     finally:
         torch.set_num_threads(threads)
 
@@ -227,7 +230,7 @@ def generate(
 def _generate(budget_ms: float, out: str | os.PathLike[str], *, data: str, space: str, table: Any, force: bool,
               progress: bool, epochs_scale: float, train_config: Any, profile_resolutions: list[int] | None,
               search_options: dict[str, Any] | None, device: str | None, time_budget: float | str | None,
-              val_images: int | None) -> dict[str, Any]:
+              val_images: int | None, supernet: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     import math
 
     t0 = time.perf_counter()
@@ -259,7 +262,7 @@ def _generate(budget_ms: float, out: str | os.PathLike[str], *, data: str, space
     from hwnas.space import load_space, with_classes
 
     ds = load_dataset(data)
-    sp = with_classes(load_space(space), ds.num_classes)
+    sp = with_classes(load_space(space), ds.num_classes) if supernet is None else given_supernet_space(supernet, ds, data)
     from hwnas.train.config import resolve_config
 
     cfg = resolve_config(sp, data, train_config).scaled(epochs_scale)
@@ -287,8 +290,11 @@ def _generate(budget_ms: float, out: str | os.PathLike[str], *, data: str, space
     # 2. supernet
     t = time.perf_counter()
     train_budget = TRAIN_SHARE * budget_s if budget_s is not None else None
-    ckpt, hit = cached_supernet(sp, data, ds.fingerprint, cfg, device=device, progress=progress, time_budget_s=train_budget)
-    sup_cache = "hit" if hit else "miss"
+    if supernet is not None:  # no training: the given CKPT (its time share goes to fine-tuning)
+        ckpt, sup_cache = Path(supernet), "given"
+    else:
+        ckpt, hit = cached_supernet(sp, data, ds.fingerprint, cfg, device=device, progress=progress, time_budget_s=train_budget)
+        sup_cache = "hit" if hit else "miss"
     stages["train"] = time.perf_counter() - t
     _log(progress, f"supernet: {ckpt} ({sup_cache})")
     from hwnas.train import load_supernet
@@ -398,6 +404,18 @@ def _generate(budget_ms: float, out: str | os.PathLike[str], *, data: str, space
     _log(progress, f"done in {res.seconds:.1f} s: {model_path} measured {res.measured_latency_ms:.3f} ms "
                    f"(budget {budget_ms:g} ms), validation accuracy {res.val_acc:.4f}; report {report_path}")
     return res.model_dump(mode="json")
+
+
+def given_supernet_space(ckpt: str | os.PathLike[str], ds: Any, data: str) -> Any:
+    """The space of `generate --supernet CKPT` (the checkpoint's own), checked against the data's classes."""
+    from hwnas.train.checkpoint import load_checkpoint, read_meta
+
+    sp = read_meta(ckpt, load_checkpoint(ckpt)).get_space()
+    if sp.num_classes != ds.num_classes:
+        raise UserError(f"--supernet {ckpt}: its classifier has {sp.num_classes} classes but --data {data} has "
+                        f"{ds.num_classes}; pass the data it was trained on, or transfer it first with "
+                        f"`hwnas train --init {ckpt} --data {data} ...`")
+    return sp
 
 
 def sized_search(net: Any, ds: Any, seconds: float, val_images: int) -> Any:
@@ -627,9 +645,10 @@ def render_report(res: GenerateResult, exp: Any, tab: Any, space: Any, search: A
         f"- machine: {fp.cpu_model}, {fp.cores} cores, {fp.os}; ONNX Runtime {fp.onnxruntime}, {fp.provider}, "
         f"{fp.threads} thread(s), batch {fp.batch}",
         f"- latency table: `{res.table}` ({res.cache['table']})",
-        f"- supernet: `{res.supernet}` ({res.cache['supernet']}), {cfg.schedule} schedule"
-        + (f" planned for {TRAIN_SHARE:.0%} of the {res.time_budget_s:.0f} s time budget" if res.time_budget_s else
-           f", {cfg.total_epochs:g} epochs"),
+        (f"- supernet: `{res.supernet}` (given: not trained by this run)" if res.cache["supernet"] == "given" else
+         f"- supernet: `{res.supernet}` ({res.cache['supernet']}), {cfg.schedule} schedule"
+         + (f" planned for {TRAIN_SHARE:.0%} of the {res.time_budget_s:.0f} s time budget" if res.time_budget_s else
+            f", {cfg.total_epochs:g} epochs")),
         (f"- fine-tuning: {res.finetune['seconds']:.0f} s, {res.finetune['epochs']:.2f} epochs from the inherited weights"
          if res.finetune else "- no fine-tuning: the model has the supernet's weights"),
         f"- hwnas {__version__}",

@@ -215,3 +215,23 @@ def test_cli_time_budget_errors_exit_2(tmp_path, capsys):
     assert code == 2 and "--time-budget and --epochs-scale" in capsys.readouterr().err
     code = main(["generate", "--budget-ms", "1", "--out", str(tmp_path / "o"), "--val-images", "0"])
     assert code == 2 and "--val-images" in capsys.readouterr().err
+
+
+def test_given_supernet_skips_training_and_its_space_is_used(first_run, tiny_folder, tmp_path, capsys):
+    """generate --supernet CKPT: no training (cache 'given'), the checkpoint's space even with no --space."""
+    from hwnas.generate import generate
+
+    ckpt = first_run[0]["supernet"]
+    kw = {k: v for k, v in KW.items() if k != "space"}
+    r = generate(10.0, tmp_path / "given", data=tiny_folder, supernet=ckpt, **kw)
+    assert r["cache"]["supernet"] == "given" and r["supernet"] == ckpt and r["space"] == "mbv3-tiny"
+    assert r["stage_seconds"]["train"] < 1.0
+    assert "given: not trained by this run" in (tmp_path / "given" / "report.md").read_text()
+    # a space other than the checkpoint's, or data with another class count: exit 2 naming the flag
+    code = main(["generate", "--budget-ms", "10", "--out", str(tmp_path / "o1"), "--data", tiny_folder,
+                 "--supernet", ckpt, "--space", "mbv3-cifar"])
+    assert code == 2 and "mbv3-cifar" in capsys.readouterr().err
+    code = main(["generate", "--budget-ms", "10", "--out", str(tmp_path / "o2"), "--supernet", ckpt])  # digits: 10 classes
+    err = capsys.readouterr().err
+    assert code == 2 and "--supernet" in err and "3 classes" in err and "--init" in err
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
