@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="train the supernet (sandwich rule by default; progressive shrinking with 'schedule: progressive'); "
         "torchrun --nproc-per-node K -m hwnas train ... for data-parallel",
     )
-    p.add_argument("--space", required=True, help="preset name (mbv3-imagenet, mbv3-cifar, mbv3-tiny) or a JSON/YAML file")
+    p.add_argument("--space", required=True, help="preset name (mbv3-imagenet, mbv3-imagenet-w1.2, mbv3-cifar, mbv3-tiny) or a JSON/YAML file")
     p.add_argument("--data", required=True, help="'digits', an ImageFolder root (train/ and val/) or a CIFAR-10 python folder")
     p.add_argument("--out", required=True, help="checkpoint file to write (CKPT); metrics go next to it as <stem>.metrics.jsonl")
     p.add_argument("--config", default=None,
