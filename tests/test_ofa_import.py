@@ -237,6 +237,15 @@ def test_bad_checkpoints_name_the_tensor(tiny, mutate, match):
         supernet_from_ofa(sd, candidates=[tiny])
 
 
+def test_static_layer_spellings_are_accepted_as_ofa_does(tiny):
+    """OFA's load_state_dict also takes `.bn.` for `.bn.bn.` and `.linear.linear.` for `.linear.`."""
+    sd = fake_ofa_state_dict(tiny, 5)
+    odd = {k.replace(".bn.bn.", ".bn.").replace("classifier.linear.", "classifier.linear.linear."): v for k, v in sd.items()}
+    net = supernet_from_ofa(odd, candidates=[tiny])
+    assert torch.equal(net.stages[0][0].expand_bn.running_mean, sd["blocks.1.conv.inverted_bottleneck.bn.bn.running_mean"])
+    assert torch.equal(net.head.classifier.bias, sd["classifier.linear.bias"])
+
+
 def test_num_batches_tracked_is_optional(tiny):
     sd = {k: v for k, v in fake_ofa_state_dict(tiny, 5).items() if not k.endswith("num_batches_tracked")}
     assert supernet_from_ofa(sd, candidates=[tiny]).space == tiny

@@ -110,15 +110,38 @@ def read_ofa_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]
     return normalize_keys(obj)
 
 
+_ALTERNATIVES = ((".bn.bn.", ".bn."), (".conv.conv.weight", ".conv.weight"), (".linear.linear.", ".linear."),
+                 (".linear.", ".linear.linear."), ("bn.", "bn.bn."), ("conv.weight", "conv.conv.weight"))
+"""The spellings OFA's own `OFAMobileNetV3.load_state_dict` accepts for a key it does not know (static vs
+dynamic layer names), tried in its order."""
+
+
+def canonical_keys(sd: dict[str, torch.Tensor], expected: Iterable[str]) -> dict[str, torch.Tensor]:
+    """Rename a key that is not expected to the first of OFA's alternative spellings that is (else keep it)."""
+    exp = set(expected)
+    out: dict[str, torch.Tensor] = {}
+    for k, v in sd.items():
+        if k not in exp:
+            for old, new in _ALTERNATIVES:
+                if old in k and k.replace(old, new) in exp:
+                    k = k.replace(old, new)
+                    break
+        out[k] = v
+    return out
+
+
 @dataclass(frozen=True)
 class Detected:
     space: Space  # with num_classes set from the classifier
     key_map: dict[str, str]
+    state_dict: dict[str, torch.Tensor]  # keys in canonical spelling
 
 
 def detect_space(sd: dict[str, torch.Tensor], candidates: Iterable[Space]) -> Detected:
     """Width multiplier and class count from the shapes: the candidate whose stem and head widths fit."""
     cands = list(candidates)
+    if cands:
+        sd = canonical_keys(sd, ofa_key_map(cands[0]))
     for key in ("first_conv.conv.weight", "classifier.linear.weight"):
         if key not in sd:
             some = ", ".join(list(sd)[:3])
@@ -134,7 +157,7 @@ def detect_space(sd: dict[str, torch.Tensor], candidates: Iterable[Space]) -> De
         km = ofa_key_map(sp)
         shapes = expected_shapes(sp, km)
         if stem == shapes["first_conv.conv.weight"] and tuple(cls.shape) == shapes["classifier.linear.weight"]:
-            return Detected(sp, km)
+            return Detected(sp, km, canonical_keys(sd, km))
         tried.append(f"{sp.name}: {shapes['first_conv.conv.weight']}")
     raise UserError(
         f"tensor first_conv.conv.weight: shape {stem} (with classifier {tuple(cls.shape)}) fits no OFA MobileNetV3 "
@@ -151,8 +174,9 @@ def expected_shapes(space: Space, key_map: dict[str, str]) -> dict[str, tuple[in
     return {k: tuple(hw[v].shape) for k, v in key_map.items()}
 
 
-def map_state_dict(sd: dict[str, torch.Tensor], det: Detected) -> dict[str, torch.Tensor]:
+def map_state_dict(det: Detected) -> dict[str, torch.Tensor]:
     """Rename by role after checking every tensor; UserError naming the first problem (and how many more)."""
+    sd = det.state_dict
     shapes = expected_shapes(det.space, det.key_map)
     missing = [k for k in det.key_map if k not in sd and not k.endswith(_OPTIONAL_SUFFIX)]
     extra = [k for k in sd if k not in det.key_map]
@@ -184,7 +208,7 @@ def supernet_from_ofa(sd: dict[str, torch.Tensor], candidates: Iterable[Space] |
 
     cands = list(candidates) if candidates is not None else [load_space(n) for n in OFA_SPACES]
     det = detect_space(normalize_keys(sd), cands)
-    mapped = map_state_dict(normalize_keys(sd), det)
+    mapped = map_state_dict(det)
     net = Supernet(det.space)
     net.load_state_dict(mapped, strict=True)
     net.eval()
