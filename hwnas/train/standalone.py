@@ -21,6 +21,7 @@ from torch import nn
 
 from hwnas.data import BatchIterator, Dataset, augment_batch
 from hwnas.errors import TrainingDiverged
+from hwnas.train.distributed import memory_format_for
 from hwnas.train.evaluate import accuracy
 from hwnas.train.losses import training_loss
 from hwnas.train.schedule import CosineSchedule, make_optimizer
@@ -73,9 +74,9 @@ def train_network(
         raise ValueError(f"time_budget_s must be positive, got {time_budget_s}")
     r = recipe or StandaloneRecipe()
     dev = torch.device(device)
-    net.to(device=dev, memory_format=torch.channels_last).train()
+    net.to(device=dev, memory_format=memory_format_for(dev)).train()
     if teacher is not None:
-        teacher.to(device=dev, memory_format=torch.channels_last).eval()
+        teacher.to(device=dev, memory_format=memory_format_for(dev)).eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
     it = BatchIterator(ds.train_x, ds.train_y, r.batch_size, shuffle=True, seed=seed,
@@ -90,7 +91,7 @@ def train_network(
 
     def step(xb: torch.Tensor, yb: torch.Tensor) -> float:
         x = augment_batch(xb, resolution, ds.mean, ds.std, train=True, generator=gen, flip=r.flip)
-        x = x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=memory_format_for(dev))
         with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=cuda):
             t_logits = None
             if teacher is not None and r.kd_weight > 0:
