@@ -64,6 +64,7 @@ import numpy as np
 import torch
 import yaml
 
+from hwnas.latency.pieces import tilted_sample
 from hwnas.space import Space, Subnet, build_plan, load_space, plan_cost, with_classes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -257,20 +258,6 @@ def train_baseline_job(*, out: str, space: dict[str, Any], subnet: dict[str, Any
 def r32_space() -> Space:
     base = load_space("mbv3-cifar")
     return base.model_copy(update={"name": "mbv3-cifar-r32", "resolutions": [RESOLUTION], "default_resolution": RESOLUTION})
-
-
-def tilted_sample(space: Space, rng: np.random.Generator, tilt: float) -> Subnet:
-    """A random subnet whose choices lean to the small (tilt < 0) or large (tilt > 0) end of each
-    choice list (tilt 0: `Space.sample`'s uniform choice), so a pool covers the whole MAC range."""
-    def pick(choices: list[int]) -> int:
-        w = np.exp(tilt * np.linspace(-1.0, 1.0, len(choices)))
-        return int(rng.choice(choices, p=w / w.sum()))
-
-    depths = [pick(s.depths) for s in space.stages]
-    return space.validate_subnet(dict(
-        resolution=int(rng.choice(space.resolutions)), depths=depths,
-        kernels=[[pick(s.kernels) for _ in range(d)] for s, d in zip(space.stages, depths)],
-        expands=[[pick(s.expands) for _ in range(d)] for s, d in zip(space.stages, depths)]))
 
 
 def pick_subnets(space: Space, k: int, seed: int, pool: int = SUBNET_POOL) -> list[Subnet]:

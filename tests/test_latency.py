@@ -320,6 +320,41 @@ def test_latency_validate_cli(profiled, capsys):
     for k in ("samples", "within_5pct", "within_10pct", "kendall_tau", "rmse_ms", "mape", "noise_floor_pct"):
         assert k in d
     assert d["samples"] == 4 and 0 <= d["within_5pct"] <= d["within_10pct"] <= 1 and d["rmse_ms"] >= 0
+    # the front set (SPEC keys): as many subnets, measured too, at the fast end of what was measured
+    assert d["front_samples"] == 4 and 0 <= d["front_within_5pct"] <= d["front_within_10pct"] <= 1
+    assert d["front_measured_ms_min"] <= d["measured_ms_min"] * 1.2
+
+
+def test_pareto_front_keeps_only_undominated_points():
+    from hwnas.latency.validate import pareto_front
+
+    lat = np.array([1.0, 2.0, 1.5, 3.0, 2.0, 0.5])
+    size = np.array([10, 30, 5, 25, 20, 1])
+    assert pareto_front(lat, size) == [5, 0, 1]  # fastest first; 2, 3 and 4 are dominated
+
+
+def test_front_subnets_cover_the_fast_end_and_the_front(profiled):
+    from hwnas.latency import LatencyPredictor, load_table
+    from hwnas.latency.pieces import sample_subnets
+    from hwnas.latency.validate import front_pool, front_subnets, pareto_front
+    from hwnas.space.cost import macs
+
+    sp, out, space = profiled
+    if not out.exists():
+        pytest.skip("needs the profile test's table")
+    pred = LatencyPredictor(load_table(out), space)
+    excluded = {s.key() for s in sample_subnets(space, 5, 0)}
+    subs = front_subnets(space, pred, 8, 0, excluded)
+    keys = [s.key() for s in subs]
+    assert len(set(keys)) == 8 and not set(keys) & excluded
+    pool = front_pool(space, pred, 8, 0, excluded)
+    fastest = sorted(macs(space, s) for s in pool)[max(len(pool) // 10, 8) - 1]
+    fast = np.array([macs(space, s) for s in subs[:4]])
+    assert (fast <= fastest).all() and fast.max() < np.median([macs(space, s) for s in pool])  # the fast end
+    rest = subs[4:]
+    lat = pred.predict_genomes(np.stack([pred.encoding.encode(s) for s in rest]))
+    size = np.array([macs(space, s) for s in rest], dtype=float)
+    assert sorted(pareto_front(lat, size)) == list(range(4))  # the other half is mutually undominated
 
 
 def test_profile_refuses_bad_flags(tmp_path, capsys):

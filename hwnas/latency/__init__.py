@@ -7,8 +7,9 @@ writes a TABLE; `LatencyPredictor` turns a TABLE into whole-network predictions.
 
 from hwnas.latency.predictor import LatencyPredictor, fit_calibration
 from hwnas.latency.profile import (
-    DEFAULT_CALIBRATION_SUBNETS, export_subnet, import_bundle, measure_subnet, profile_space, validate_table, write_bundle,
+    DEFAULT_CALIBRATION_SUBNETS, export_subnet, import_bundle, measure_subnet, profile_space, write_bundle,
 )
+from hwnas.latency.validate import validate_table
 from hwnas.latency.table import Calibration, EntryStats, Fingerprint, LatencyTable, load_table, space_digest
 
 __all__ = [

@@ -19,7 +19,7 @@ from hwnas.fileio import format_validation_error, read_structured, write_json
 from hwnas.latency.pieces import (
     all_pieces, compose, export_piece, input_shape, net_keys, net_mparams, piece_overrides, sample_subnets, structure_key,
 )
-from hwnas.latency.predictor import LatencyPredictor, fit_calibration
+from hwnas.latency.predictor import fit_calibration
 from hwnas.latency.table import (
     CalibrationPoint, EntryStats, Fingerprint, LatencyTable, now_iso, space_digest,
 )
@@ -373,74 +373,3 @@ def measure_subnet(
     sub = space.validate_subnet(subnet)
     sess = make_session(export_subnet(space, sub, int8=int8), threads=threads, provider=provider)
     return measure_latency(sess, (1, space.in_channels, sub.resolution, sub.resolution), protocol=protocol)
-
-
-def validate_table(
-    table: LatencyTable,
-    samples: int,
-    *,
-    seed: int = 0,
-    progress: bool = True,
-    space: Space | None = None,
-    protocol: MeasureProtocol | None = None,
-) -> dict[str, Any]:
-    """Export `samples` fresh random subnets (never the calibration ones), measure each twice in two
-    separate runs, and compare the predictor with the first run; the second gives the noise floor."""
-    from scipy.stats import kendalltau
-
-    if samples < 2:
-        raise UserError(f"--samples: need at least 2, got {samples}")
-    space = space or table.get_space()
-    pred = LatencyPredictor(table, space)
-    fp = table.fingerprint
-    check_target(fp.threads, fp.provider)
-    cal_keys = {s.key() for s in sample_subnets(space, len(table.calibration.points), CALIBRATION_SEED, table.resolutions)}
-    subs: list[Subnet] = []
-    seen = set(cal_keys)
-    s = seed
-    while len(subs) < samples:
-        for sub in sample_subnets(space, samples, s, pred.resolutions):
-            if sub.key() not in seen and len(subs) < samples:
-                seen.add(sub.key())
-                subs.append(sub)
-        s += 7_777_777
-    t0 = time.time()
-    proto = (protocol or table.protocol).model_dump()
-    with tempfile.TemporaryDirectory(prefix="hwnas-validate-") as d:
-        bar = ortbench.Progress(len(subs), "exporting", enabled=progress)
-        jobs = []
-        for i, sub in enumerate(subs):
-            f = Path(d) / f"{i:04d}.onnx"
-            f.write_bytes(export_subnet(space, sub, int8=table.int8))
-            jobs.append({"key": str(i), "model": str(f), "shape": [1, space.in_channels, sub.resolution, sub.resolution], "dim_overrides": {}})
-            bar.update()
-        run_a = ortbench.measure_many(jobs, proto, fp.threads, fp.provider, progress, label="measuring (run 1/2)", chunk=16)
-        run_b = ortbench.measure_many(jobs, proto, fp.threads, fp.provider, progress, label="measuring (run 2/2)", chunk=16)
-    a = np.array([run_a[str(i)]["median_ms"] for i in range(len(subs))])
-    b = np.array([run_b[str(i)]["median_ms"] for i in range(len(subs))])
-    p = np.array([pred.predict(sub) for sub in subs])
-    err = (p - a) / a
-    noise = np.abs(a - b) / ((a + b) / 2)
-    tau = float(kendalltau(p, a).statistic)
-    return {
-        "samples": len(subs),
-        "within_5pct": float(np.mean(np.abs(err) <= 0.05)),
-        "within_10pct": float(np.mean(np.abs(err) <= 0.10)),
-        "kendall_tau": tau,
-        "rmse_ms": float(np.sqrt(np.mean((p - a) ** 2))),
-        "mape": float(np.mean(np.abs(err)) * 100),
-        "median_abs_err_pct": float(np.median(np.abs(err)) * 100),
-        "bias_pct": float(np.mean(err) * 100),
-        "noise_floor_pct": float(np.median(noise) * 100),
-        "noise_floor_p90_pct": float(np.percentile(noise, 90) * 100),
-        "measured_ms_min": float(a.min()),
-        "measured_ms_max": float(a.max()),
-        "threads": fp.threads,
-        "provider": fp.provider,
-        "int8": table.int8,
-        "seed": seed,
-        "seconds": round(time.time() - t0, 2),
-        "_predicted": p.tolist(),
-        "_measured": a.tolist(),
-        "_measured_again": b.tolist(),
-    }
