@@ -18,7 +18,7 @@ import numpy as np
 from hwnas.errors import UserError
 from hwnas.latency.pieces import sample_subnets, tilted_sample
 from hwnas.latency.predictor import LatencyPredictor
-from hwnas.latency.profile import CALIBRATION_SEED, export_subnet
+from hwnas.latency.profile import calibration_set, export_subnet
 from hwnas.latency.table import LatencyTable
 from hwnas.runtime import MeasureProtocol, check_target, ortbench
 from hwnas.space import Space, Subnet
@@ -130,7 +130,7 @@ def validate_table(
     pred = LatencyPredictor(table, space)
     fp = table.fingerprint
     check_target(fp.threads, fp.provider)
-    cal = {s.key() for s in sample_subnets(space, len(table.calibration.points), CALIBRATION_SEED, table.resolutions)}
+    cal = {s.key() for s in calibration_set(space, len(table.calibration.points), table.resolutions)}
     rand = random_subnets(space, samples, seed, pred.resolutions, cal)
     fr = front_subnets(space, pred, samples if front is None else front, seed, cal | {s.key() for s in rand})
     subs = rand + fr
