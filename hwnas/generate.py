@@ -271,7 +271,7 @@ def _generate(budget_ms: float, out: str | os.PathLike[str], *, data: str, space
 
     # 1. latency table
     t = time.perf_counter()
-    from hwnas.latency import LatencyPredictor, load_table
+    from hwnas.latency import latency_model, load_table
     from hwnas.latency.table import check_trusted
 
     if table is not None:
@@ -282,7 +282,7 @@ def _generate(budget_ms: float, out: str | os.PathLike[str], *, data: str, space
         table_cache = "hit" if hit else "miss"
         tab = load_table(table_path, sp)
     check_trusted(tab, table_path, force=force_table)
-    predictor = LatencyPredictor(tab, sp)
+    predictor = latency_model(tab, sp)
     min_ms = predictor.min_latency_ms()
     stages["profile"] = time.perf_counter() - t
     _log(progress, f"table: {table_path} ({table_cache}); fastest subnet predicted {min_ms:.3f} ms")

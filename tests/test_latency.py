@@ -437,3 +437,27 @@ def test_a_busy_profile_is_recorded_and_generate_refuses_it(tmp_path, monkeypatc
     assert code == 2 and "--force-table" in err and "busy" in err
     assert not (tmp_path / "g" / "model.onnx").exists()
     check_trusted(tab, out, force=True)  # --force-table: used as it is
+
+
+def test_latency_model_is_chosen_by_the_tables_form(profiled):
+    """Search, export and generate get their predictor from `latency_model`: the table's form decides."""
+    from hwnas.latency import LatencyModel, LatencyPredictor, latency_model, load_table
+    from hwnas.latency import model as model_mod
+
+    sp, out, space = profiled
+    if not out.exists():
+        pytest.skip("needs the profile test's table")
+    table = load_table(out)
+    m = latency_model(table, space)
+    assert isinstance(m, LatencyPredictor) and isinstance(m, LatencyModel)
+
+    class Doubled(LatencyPredictor):  # the next predictor: one class, registered under its form
+        def predict(self, subnet):
+            return 2 * super().predict(subnet)
+
+    model_mod.MODELS["linear-v1"] = Doubled
+    try:
+        sub = space.sample(seed=1)
+        assert latency_model(table, space).predict(sub) == pytest.approx(2 * m.predict(sub))
+    finally:
+        model_mod.MODELS["linear-v1"] = LatencyPredictor

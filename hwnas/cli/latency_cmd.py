@@ -40,7 +40,7 @@ def _table_and_space(args: argparse.Namespace):
 def run_predict(args: argparse.Namespace) -> int:
     from hwnas.errors import UserError
     from hwnas.fileio import read_structured
-    from hwnas.latency import LatencyPredictor
+    from hwnas.latency import latency_model
 
     table, space = _table_and_space(args)
     raw = read_structured(args.subnet)
@@ -53,7 +53,7 @@ def run_predict(args: argparse.Namespace) -> int:
         sub = space.validate_subnet(raw)
     except UserError as e:
         raise UserError(f"{args.subnet}: {e}") from None
-    pred = LatencyPredictor(table, space)
+    pred = latency_model(table, space)
     ms = pred.predict(sub)
     raw_sum, pieces = pred.raw_sum(sub)
     fp = table.fingerprint

@@ -17,11 +17,11 @@ import numpy as np
 
 from hwnas.errors import UserError
 from hwnas.latency.pieces import sample_subnets, tilted_sample
-from hwnas.latency.predictor import LatencyPredictor
+from hwnas.latency.model import LatencyModel, latency_model
 from hwnas.latency.profile import calibration_set, export_subnet
 from hwnas.latency.table import LatencyTable
 from hwnas.runtime import MeasureProtocol, check_target, ortbench
-from hwnas.space import Space, Subnet
+from hwnas.space import Encoding, Space, Subnet
 from hwnas.space.cost import macs
 
 FRONT_POOL_PER_SUBNET = 40
@@ -59,7 +59,7 @@ def pareto_front(latency: np.ndarray, size: np.ndarray) -> list[int]:
     return front
 
 
-def front_pool(space: Space, pred: LatencyPredictor, n: int, seed: int, exclude: set[str]) -> list[Subnet]:
+def front_pool(space: Space, pred: LatencyModel, n: int, seed: int, exclude: set[str]) -> list[Subnet]:
     """The distinct random subnets (not in `exclude`) that `front_subnets` picks from."""
     rng = np.random.default_rng([seed, 31_337])
     pool: dict[str, Subnet] = {}
@@ -71,7 +71,7 @@ def front_pool(space: Space, pred: LatencyPredictor, n: int, seed: int, exclude:
     return list(pool.values())
 
 
-def front_subnets(space: Space, pred: LatencyPredictor, n: int, seed: int, exclude: set[str]) -> list[Subnet]:
+def front_subnets(space: Space, pred: LatencyModel, n: int, seed: int, exclude: set[str]) -> list[Subnet]:
     """`n` distinct subnets where the search looks (see the module docstring), none in `exclude`.
 
     The pool mixes uniform draws with draws leaning to small or large choices, so that both the
@@ -80,7 +80,7 @@ def front_subnets(space: Space, pred: LatencyPredictor, n: int, seed: int, exclu
     if len(subs) < n:
         raise UserError(f"--samples: the space has too few distinct subnets for a front set of {n}")
     size = np.array([macs(space, s) for s in subs], dtype=np.float64)
-    lat = pred.predict_genomes(np.stack([pred.encoding.encode(s) for s in subs]))
+    lat = pred.predict_genomes(np.stack([Encoding(space).encode(s) for s in subs]))
     by_macs = [int(i) for i in np.argsort(size, kind="stable")]
     fastest = by_macs[: max(len(subs) // 10, n)]
     picked = _spread(fastest, n // 2)
@@ -127,7 +127,7 @@ def validate_table(
     if samples < 2:
         raise UserError(f"--samples: need at least 2, got {samples}")
     space = space or table.get_space()
-    pred = LatencyPredictor(table, space)
+    pred = latency_model(table, space)
     fp = table.fingerprint
     check_target(fp.threads, fp.provider)
     cal = {s.key() for s in calibration_set(space, len(table.calibration.points), table.resolutions)}
@@ -148,7 +148,7 @@ def validate_table(
         run_b = ortbench.measure_many(jobs, proto, fp.threads, fp.provider, progress, label="measuring (run 2/2)", chunk=16)
     a = np.array([run_a[str(i)]["median_ms"] for i in range(len(subs))])
     b = np.array([run_b[str(i)]["median_ms"] for i in range(len(subs))])
-    p = pred.predict_genomes(np.stack([pred.encoding.encode(s) for s in subs]))
+    p = pred.predict_genomes(np.stack([Encoding(space).encode(s) for s in subs]))
     noise = np.abs(a - b) / ((a + b) / 2)
     n = len(rand)
     return {
