@@ -153,3 +153,35 @@ def _rescheduled(old: CosineSchedule, r: StandaloneRecipe, total: int) -> Cosine
     new = CosineSchedule(r.lr, total, round(r.warmup_fraction * total))
     new.step_count = old.step_count
     return new
+
+
+def step_seconds(net: nn.Module, ds: Dataset, *, resolution: int, recipe: StandaloneRecipe | None = None,
+                 device: str | torch.device = "cpu", steps: int = 3) -> float:
+    """Seconds per training step of `net` with `recipe` (mean of `steps` after an untimed one), timed on a
+    copy inside `fork_rng`: the network and every random stream are left as they were."""
+    import copy
+
+    r = recipe or StandaloneRecipe()
+    dev = torch.device(device)
+    fmt = memory_format_for(dev)
+    n = min(r.batch_size, int(ds.train_x.shape[0]))
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        probe = copy.deepcopy(net).to(device=dev, memory_format=fmt).train()
+        opt = make_optimizer(probe, 1e-4, r.momentum, r.nesterov, r.weight_decay)
+        xb, yb = ds.train_x[:n].to(dev), ds.train_y[:n].to(dev)
+        times = []
+        for i in range(steps + 1):
+            t0 = time.perf_counter()
+            x = augment_batch(xb, resolution, ds.mean, ds.std, train=True, flip=r.flip).contiguous(memory_format=fmt)
+            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+                loss = training_loss(probe(x), yb, None, label_smoothing=r.label_smoothing, kd_weight=0.0,
+                                     kd_temperature=r.kd_temperature)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            if i > 0:
+                times.append(time.perf_counter() - t0)
+    return float(sum(times) / len(times))
+
