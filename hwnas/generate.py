@@ -136,8 +136,10 @@ def cached_table(space, *, threads: int = 1, provider: str = "CPUExecutionProvid
     path = cache_dir("tables") / f"{space.name}-{key}.json"
     if path.is_file():
         try:
-            load_table(path, space)
-            return path, True
+            cached = load_table(path, space)
+            if cached.noise is None or cached.noise.trusted:
+                return path, True
+            _log(progress, f"note: the cached table was measured on a busy machine ({cached.noise.reason}); measuring again")
         except UserError as e:  # damaged cache entry: measure again rather than fail
             _log(progress, f"note: ignoring a damaged cached table ({e})")
     from hwnas.latency import profile_space
@@ -199,6 +201,7 @@ def generate(
     device: str | None = None,
     time_budget: float | str | None = None,
     val_images: int | None = None,
+    force_table: bool = False,
     supernet: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """The whole pipeline; returns the SPEC `generate --json` keys (and more).
@@ -222,7 +225,7 @@ def generate(
         return _generate(budget_ms, out, data=data, space=space, table=table, force=force, progress=progress,
                          epochs_scale=epochs_scale, train_config=train_config, profile_resolutions=profile_resolutions,
                          search_options=search_options, device=device, time_budget=time_budget, val_images=val_images,
-                         supernet=supernet)
+                         force_table=force_table, supernet=supernet)
     finally:
         torch.set_num_threads(threads)
 
@@ -230,7 +233,7 @@ def generate(
 def _generate(budget_ms: float, out: str | os.PathLike[str], *, data: str, space: str, table: Any, force: bool,
               progress: bool, epochs_scale: float, train_config: Any, profile_resolutions: list[int] | None,
               search_options: dict[str, Any] | None, device: str | None, time_budget: float | str | None,
-              val_images: int | None, supernet: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+              val_images: int | None, force_table: bool, supernet: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     import math
 
     t0 = time.perf_counter()
@@ -270,7 +273,8 @@ def _generate(budget_ms: float, out: str | os.PathLike[str], *, data: str, space
 
     # 1. latency table
     t = time.perf_counter()
-    from hwnas.latency import LatencyPredictor, load_table
+    from hwnas.latency import latency_model, load_table
+    from hwnas.latency.table import check_trusted
 
     if table is not None:
         table_path, table_cache = Path(table), "given"
@@ -279,7 +283,8 @@ def _generate(budget_ms: float, out: str | os.PathLike[str], *, data: str, space
         table_path, hit = cached_table(sp, resolutions=profile_resolutions, progress=progress)
         table_cache = "hit" if hit else "miss"
         tab = load_table(table_path, sp)
-    predictor = LatencyPredictor(tab, sp)
+    check_trusted(tab, table_path, force=force_table)
+    predictor = latency_model(tab, sp)
     min_ms = predictor.min_latency_ms()
     stages["profile"] = time.perf_counter() - t
     _log(progress, f"table: {table_path} ({table_cache}); fastest subnet predicted {min_ms:.3f} ms")

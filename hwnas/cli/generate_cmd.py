@@ -30,6 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-images", type=int, default=None, metavar="N",
                    help="score the search's subnets on N validation images (default: all, or 1000 with --time-budget)")
     p.add_argument("--device", help="torch device for training (default: cuda if available, else cpu)")
+    p.add_argument("--force-table", action="store_true",
+                   help="use a latency table even though its profiler found the machine busy or noisy")
     add_force_flag(p)
     add_json_flag(p)
     p.set_defaults(handler=run)
@@ -48,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--epochs-scale: sets the training length, but --supernet skips training; give one of them")
     r = generate(args.budget_ms, args.out, data=args.data, space=args.space or DEFAULT_SPACE, table=args.table,
                  force=args.force, epochs_scale=args.epochs_scale, device=args.device, progress=True,
-                 time_budget=args.time_budget, val_images=args.val_images, supernet=args.supernet)
+                 time_budget=args.time_budget, val_images=args.val_images, force_table=args.force_table,
+                 supernet=args.supernet)
     emit(args, r, human(r))
     return 0
 
