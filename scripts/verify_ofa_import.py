@@ -10,9 +10,12 @@ dict of today's OFA), run `hwnas import-ofa`, then on N random subnets compare l
 Relative difference = max|a - b| / max|b|; target <= 1e-5 (ONNX: export's own parity bound, 1e-4,
 since folding BN into the convs changes fp32 rounding).
 
+With `--checkpoint FILE` (a real OFA checkpoint, e.g. ofa_mbv3_d234_e346_k357_w1.0) the same comparison
+runs on those weights, loaded into OFA's model by OFA's own `load_state_dict`.
+
 Setup (OFA's top-level imports need torchvision, which is stubbed here):
   pip install --no-deps --target /tmp/ofa-site ofa
-  PYTHONPATH=. python scripts/verify_ofa_import.py --ofa-site /tmp/ofa-site [--subnets 8] [--json out.json]
+  PYTHONPATH=. python scripts/verify_ofa_import.py --ofa-site /tmp/ofa-site [--subnets 8] [--checkpoint FILE] [--json out.json]
 """
 
 from __future__ import annotations
@@ -132,13 +135,36 @@ def onnx_logits(static: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.from_numpy(o) for o in outs])
 
 
-def check_width(width: float, n_subnets: int, seed: int, work: Path, log) -> dict:
+def ofa_from_file(path: Path) -> tuple[torch.nn.Module, float]:
+    """OFA's model holding a real checkpoint's weights (loaded by OFA's own load_state_dict), and its width."""
+    from ofa.imagenet_classification.elastic_nn.networks import OFAMobileNetV3
+
+    sd = torch.load(path, map_location="cpu", weights_only=True)
+    sd = sd.get("state_dict", sd)
+    n_classes = next(v.shape[0] for k, v in sd.items() if k.endswith("classifier.linear.weight") or k.endswith("classifier.linear.linear.weight"))
+    errors = []
+    for width in (1.0, 1.2):
+        net = OFAMobileNetV3(n_classes=n_classes, dropout_rate=0.0, width_mult=width, ks_list=[3, 5, 7],
+                             expand_ratio_list=[3, 4, 6], depth_list=[2, 3, 4])
+        try:
+            net.load_state_dict(sd)
+            return net.eval(), width
+        except (RuntimeError, AssertionError, ValueError) as e:
+            errors.append(f"w{width}: {str(e).splitlines()[0][:200]}")
+    raise SystemExit(f"{path}: OFA's own OFAMobileNetV3 does not load it ({'; '.join(errors)})")
+
+
+def check_width(width: float, n_subnets: int, seed: int, work: Path, log, checkpoint: Path | None = None) -> dict:
     import hwnas
     from hwnas.cli import main as cli
 
-    ofa = ofa_supernet(width, seed)
-    src = work / f"ofa_w{width}.pth"
-    save_like_ofa(ofa, src, published_names=width == 1.0)
+    if checkpoint is not None:
+        ofa, width = ofa_from_file(checkpoint)
+        src = checkpoint
+    else:
+        ofa = ofa_supernet(width, seed)
+        src = work / f"ofa_w{width}.pth"
+        save_like_ofa(ofa, src, published_names=width == 1.0)
     out = work / f"hwnas_w{width}.pt"
     t = time.perf_counter()
     code = cli(["import-ofa", "--checkpoint", str(src), "--out", str(out), "--json"])
@@ -184,6 +210,7 @@ def main() -> int:
     ap.add_argument("--subnets", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--widths", type=float, nargs="+", default=[1.0, 1.2])
+    ap.add_argument("--checkpoint", default=None, help="a real OFA MobileNetV3 checkpoint to check instead of random weights")
     ap.add_argument("--json", default=None, help="write the results here")
     a = ap.parse_args()
     if a.ofa_site:
@@ -193,7 +220,10 @@ def main() -> int:
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     results = []
     with tempfile.TemporaryDirectory() as d:
-        for w in a.widths:
+        if a.checkpoint:
+            log(f"{a.checkpoint}:")
+            results.append(check_width(0.0, a.subnets, a.seed, Path(d), log, checkpoint=Path(a.checkpoint)))
+        for w in [] if a.checkpoint else a.widths:
             log(f"OFAMobileNetV3 w{w}:")
             results.append(check_width(w, a.subnets, a.seed, Path(d), log))
     ok = all(r["ok"] for r in results)
