@@ -84,8 +84,7 @@ def normalize_keys(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     `.mobile_inverted_conv.` (the published checkpoints) for today's `.conv.`."""
     out: dict[str, torch.Tensor] = {}
     for k, v in sd.items():
-        nk = k[len("module."):] if k.startswith("module.") else k
-        nk = nk.replace(".mobile_inverted_conv.", ".conv.")
+        nk = k.removeprefix("module.").replace(".mobile_inverted_conv.", ".conv.")
         out[nk] = v
     return out
 

@@ -33,13 +33,13 @@ from hwnas.supernet import StaticNet, Supernet
 from hwnas.train.checkpoint import SupernetMeta, check_space, load_checkpoint, read_meta, save_checkpoint
 from hwnas.train.config import PhaseConfig, TrainConfig, resolve_config
 from hwnas.train.distributed import DistContext, init_distributed, memory_format_for, resolve_device
-from hwnas.train.transfer import load_init, transfer_weights
 from hwnas.train.evaluate import evaluate_subnet, forward_seconds_per_image
 from hwnas.train.losses import training_loss
 from hwnas.train.phases import eval_subnets, sample_step
 from hwnas.train.plan import (Plan, PhaseCost, estimate_eval_seconds, format_duration, parse_duration, phase_seconds,
                               plan_epochs)
 from hwnas.train.schedule import CosineSchedule, make_optimizer
+from hwnas.train.transfer import load_init, transfer_weights
 
 
 def metrics_path(out: str | os.PathLike[str]) -> Path:
