@@ -289,3 +289,12 @@ class _Unsafe:  # needs code to unpickle: weights_only=True refuses it
 def test_load_supernet_missing_file_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="no such checkpoint"):
         hwnas.load_supernet(tmp_path / "nope.pt")
+
+
+def test_w12_preset_has_ofa_widths():
+    """OFA w1.2: make_divisible(w * 1.2, 8) for every width, head included (first block keeps stride 1, no expand)."""
+    sp = load_space("mbv3-imagenet-w1.2")
+    assert (sp.stem_channels, sp.first_block_channels) == (24, 24)
+    assert [sp.stage_channels(i) for i in range(5)] == [32, 48, 96, 136, 192]
+    assert sp.head_channels == (1152, 1536)
+    assert sp.model_copy(update={"name": "mbv3-imagenet", "width_mult": 1.0}) == load_space("mbv3-imagenet")
