@@ -265,9 +265,14 @@ def test_cli_import_detects_width_and_classes_and_load_supernet_reads_it(tmp_pat
     assert net.space == with_classes(space, 7) and not net.training
     assert r["params"] == sum(p.numel() for p in net.parameters())
     assert torch.equal(net.stages[4][3].depthwise.transforms["7to5"], sd["blocks.20.conv.depth_conv.conv.7to5_matrix"])
-    # refuses to overwrite without --force
-    assert main(["import-ofa", "--checkpoint", str(src), "--out", str(out)]) == 2
-    assert "--force" in capsys.readouterr().err
+    # a failed import leaves an existing --out as it was; a good one replaces it
+    before = out.read_bytes()
+    bad = tmp_path / "bad.pth"
+    torch.save({k: v for k, v in sd.items() if k != "feature_mix_layer.conv.weight"}, bad)
+    assert main(["import-ofa", "--checkpoint", str(bad), "--out", str(out)]) == 2
+    assert "feature_mix_layer.conv.weight: missing" in capsys.readouterr().err
+    assert out.read_bytes() == before
+    assert main(["import-ofa", "--checkpoint", str(src), "--out", str(out)]) == 0
 
 
 def test_cli_rejects_other_architectures_and_unsafe_files(tmp_path, capsys):

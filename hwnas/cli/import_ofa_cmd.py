@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from hwnas.cli.common import add_force_flag, add_json_flag, emit
+from hwnas.cli.common import add_json_flag, emit
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,8 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(space mbv3-imagenet or mbv3-imagenet-w1.2) and writes a checkpoint that search, export and generate take.",
     )
     p.add_argument("--checkpoint", required=True, metavar="FILE", help="OFA checkpoint: {'state_dict': ...} or a bare state dict")
-    p.add_argument("--out", required=True, metavar="CKPT", help="hwnas supernet checkpoint to write")
-    add_force_flag(p)
+    p.add_argument("--out", required=True, metavar="CKPT",
+                   help="hwnas supernet checkpoint to write (replaced atomically, and only by a complete import)")
     add_json_flag(p)
     p.set_defaults(handler=run)
 
@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from hwnas.supernet.ofa_import import import_ofa
 
-    r = import_ofa(args.checkpoint, args.out, force=args.force)
+    r = import_ofa(args.checkpoint, args.out)
     human = (f"wrote {r['checkpoint']}: space {r['space']} (width {r['width_mult']:g}), {r['num_classes']} classes, "
              f"{r['params'] / 1e6:.2f}M parameters")
     emit(args, r, human)

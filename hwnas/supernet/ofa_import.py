@@ -214,13 +214,14 @@ def supernet_from_ofa(sd: dict[str, torch.Tensor], candidates: Iterable[Space] |
     return net
 
 
-def import_ofa(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], force: bool = False) -> dict:
-    """`hwnas import-ofa`: read an OFA checkpoint, write an hwnas supernet checkpoint (atomically)."""
+def import_ofa(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str]) -> dict:
+    """`hwnas import-ofa`: read an OFA checkpoint, write an hwnas supernet checkpoint. The write is atomic
+    (temporary file, then rename), so an existing --out is replaced only by a complete, checked import."""
     from hwnas.train.checkpoint import SupernetMeta, save_checkpoint
 
     out_p = Path(out)
-    if out_p.exists() and not force:
-        raise UserError(f"--out {out_p}: already exists; pass --force to overwrite it")
+    if out_p.is_dir():
+        raise UserError(f"--out {out_p}: is a folder; give a checkpoint file path")
     if out_p.parent and not out_p.parent.exists():
         raise UserError(f"--out {out_p}: folder {out_p.parent} does not exist")
     sd = read_ofa_state_dict(checkpoint)
