@@ -255,8 +255,9 @@ def _generate(budget_ms: float, out: str | os.PathLike[str], *, data: str, space
         from hwnas.train.plan import format_duration
 
         end = datetime.now(timezone.utc) + timedelta(seconds=budget_s)
-        _log(progress, f"generate: time budget {format_duration(budget_s)}: supernet {format_duration(TRAIN_SHARE * budget_s)}, "
-                       f"search {format_duration(SEARCH_SHARE * budget_s)}, then fine-tuning the chosen subnet; "
+        _log(progress, f"generate: time budget {format_duration(budget_s)}: supernet {format_duration(TRAIN_SHARE * budget_s)} "
+                       f"(if that trains it {MIN_SUPERNET_EPOCHS} epochs; else no supernet, and one subnet trains for the whole "
+                       f"time), search {format_duration(SEARCH_SHARE * budget_s)}, then fine-tuning the chosen subnet; "
                        f"ends about {end:%Y-%m-%d %H:%M} UTC")
 
     # data and space (cheap; validates the user's choices before anything slow)
