@@ -83,6 +83,8 @@ class GenerateResult(BaseModel):
     time_budget_s: float | None = None
     finetune: dict[str, Any] | None = Field(default=None, description="the chosen subnet's fine-tuning: seconds, epochs, iterations, images/s, recipe")
     schedule: str = ""
+    route: str = Field(default="supernet", description="supernet (train or reuse, search, fine-tune) or direct (no supernet: "
+                       "the time budget could not train one; a subnet chosen by rule and trained from scratch)")
 
 
 def _log(progress: bool, msg: str) -> None:
@@ -255,8 +257,9 @@ def _generate(budget_ms: float, out: str | os.PathLike[str], *, data: str, space
         from hwnas.train.plan import format_duration
 
         end = datetime.now(timezone.utc) + timedelta(seconds=budget_s)
-        _log(progress, f"generate: time budget {format_duration(budget_s)}: supernet {format_duration(TRAIN_SHARE * budget_s)}, "
-                       f"search {format_duration(SEARCH_SHARE * budget_s)}, then fine-tuning the chosen subnet; "
+        _log(progress, f"generate: time budget {format_duration(budget_s)}: supernet {format_duration(TRAIN_SHARE * budget_s)} "
+                       f"(if that trains it {MIN_SUPERNET_EPOCHS} epochs; else no supernet, and one subnet trains for the whole "
+                       f"time), search {format_duration(SEARCH_SHARE * budget_s)}, then fine-tuning the chosen subnet; "
                        f"ends about {end:%Y-%m-%d %H:%M} UTC")
 
     # data and space (cheap; validates the user's choices before anything slow)
@@ -291,6 +294,33 @@ def _generate(budget_ms: float, out: str | os.PathLike[str], *, data: str, space
     if budget_ms < min_ms:
         raise UserError(f"--budget-ms {budget_ms:g}: no subnet of '{sp.name}' is that fast on this target; the fastest is "
                         f"predicted at {min_ms:.3f} ms, so use --budget-ms {math.ceil(min_ms * 1000) / 1000:g} or more")
+
+    local = table_is_local(tab)
+    direct = None
+    if budget_s is not None and train_config is None and supernet is None:
+        # a supernet is worth training only if its share of the time buys it enough epochs (probed, not guessed)
+        t = time.perf_counter()
+        from hwnas.train.api import supernet_epochs_for
+
+        sn_epochs = supernet_epochs_for(sp, ds, cfg, TRAIN_SHARE * budget_s, device)
+        stages["plan"] = time.perf_counter() - t
+        if sn_epochs < MIN_SUPERNET_EPOCHS:
+            t = time.perf_counter()
+            from hwnas.generate_direct import run_direct
+            from hwnas.supernet import Supernet
+
+            fresh = Supernet(sp)  # untrained: the network structure for timing and export only
+
+            direct = run_direct(sp, tab, predictor, ds, float(budget_ms), deadline=t0 + budget_s, local=local,
+                                supernet_epochs=sn_epochs, device=device, progress=progress,
+                                log=lambda m: _log(progress, m), attempt_cls=Attempt, tolerance=BUDGET_TOLERANCE,
+                                reserve_s=lambda sub: export_reserve_s(fresh, ds, sub))
+            stages["direct"] = time.perf_counter() - t
+            warnings.append(direct.reason)
+    if direct is not None:
+        return _finish_direct(direct, sp, tab, predictor, ds, float(budget_ms), out_dir, data=data, table_path=table_path,
+                              table_cache=table_cache, local=local, stages=stages, warnings=warnings, t0=t0,
+                              budget_s=budget_s, cfg=cfg, progress=progress)
 
     # 2. supernet
     t = time.perf_counter()
@@ -329,7 +359,6 @@ def _generate(budget_ms: float, out: str | os.PathLike[str], *, data: str, space
 
     # 4. the front member to ship: measured within the budget (latency does not depend on the weights)
     t = time.perf_counter()
-    local = table_is_local(tab)
     if not local:
         warnings.append("the latency table was measured on another target, so the latency measured here does not decide "
                         "the budget check; the predicted latency is the target's")
@@ -421,6 +450,48 @@ def given_supernet_space(ckpt: str | os.PathLike[str], ds: Any, data: str) -> An
                         f"{ds.num_classes}; pass the data it was trained on, or transfer it first with "
                         f"`hwnas train --init {ckpt} --data {data} ...`")
     return sp
+
+
+def _finish_direct(direct: Any, sp: Any, tab: Any, predictor: Any, ds: Any, budget_ms: float, out_dir: Path, *, data: str,
+                   table_path: Path, table_cache: str, local: bool, stages: dict[str, float], warnings: list[str], t0: float,
+                   budget_s: float, cfg: Any, progress: bool) -> dict[str, Any]:
+    """Export the directly trained subnet like any other, write the search-style outputs and the report."""
+    from hwnas.export import export_subnet
+    from hwnas.generate_direct import write_direct_outputs
+    from hwnas.supernet import Supernet
+
+    t = time.perf_counter()
+    int8 = bool(tab.int8)
+    model_path = out_dir / "model.onnx"
+    fp32_path = out_dir / "model.fp32.onnx" if int8 else model_path
+    attempts = direct.attempts
+    exp = export_subnet(Supernet(sp), direct.subnet, ds, fp32_path, table=tab, int8=int8, force=True, predicted_acc=None,
+                        int8_out=model_path if int8 else None, progress=progress, weights=direct.weights)
+    final = exp.deployed_latency_ms
+    within = final <= budget_ms * (1 + BUDGET_TOLERANCE) or not local
+    attempts[-1] = attempts[-1].model_copy(update={"measured_latency_ms": final, "within_budget": within})
+    stages["export"] = time.perf_counter() - t
+    warnings.extend(exp.warnings)
+    if not within:
+        warnings.append(f"the model measured {final:.3f} ms, more than {BUDGET_TOLERANCE:.0%} over the {budget_ms:g} ms budget")
+    val_acc = exp.int8_val_acc if int8 and exp.int8_val_acc is not None else exp.val_acc
+    write_direct_outputs(direct, sp, predictor, val_acc, budget_ms, out_dir,
+                         f"{sp.name} on {data}: no supernet (time budget too short); candidates within {budget_ms:g} ms")
+    report_path = out_dir / "report.md"
+    res = GenerateResult(
+        onnx=str(model_path), report=str(report_path), measured_latency_ms=final, predicted_latency_ms=direct.predicted_latency_ms,
+        val_acc=val_acc, budget_ms=budget_ms, seconds=time.perf_counter() - t0, within_budget=within,
+        val_acc_torch=exp.val_acc_torch, predicted_acc=None, max_abs_diff=exp.max_abs_diff, best=str(out_dir / "best.json"),
+        pareto=str(out_dir / "pareto.json"), plot=str(out_dir / "pareto.png"), space=sp.name, data=data,
+        subnet=exp.subnet, macs=exp.macs, params=exp.params, table=str(table_path), supernet="",
+        cache={"table": table_cache, "supernet": "skipped"}, stage_seconds=stages, attempts=attempts,
+        int8_onnx=exp.int8_onnx, warnings=warnings, time_budget_s=budget_s, finetune=direct.train, schedule="",
+        route="direct",
+    )
+    write_text(report_path, render_report(res, exp, tab, sp, None, cfg, list(ds.mean), list(ds.std)))
+    _log(progress, f"done in {res.seconds:.1f} s: {model_path} measured {final:.3f} ms (budget {budget_ms:g} ms), "
+                   f"validation accuracy {val_acc:.4f}; report {report_path}")
+    return res.model_dump(mode="json")
 
 
 def sized_search(net: Any, ds: Any, seconds: float, val_images: int) -> Any:
@@ -579,8 +650,11 @@ def render_report(res: GenerateResult, exp: Any, tab: Any, space: Any, search: A
     lines = [
         f"# hwnas model report: {res.budget_ms:g} ms budget",
         "",
-        f"`{Path(res.onnx).name}` ({precision}) is the most accurate subnet of `{res.space}` that the search found under "
-        f"**{res.budget_ms:g} ms**, trained and validated on `{res.data}`. Measured, it takes "
+        (f"`{Path(res.onnx).name}` ({precision}) is the most accurate subnet of `{res.space}` that the search found under "
+         if res.route == "supernet" else
+         f"`{Path(res.onnx).name}` ({precision}) is a subnet of `{res.space}` chosen without a supernet (the time budget "
+         f"was too short to train one; see below) and trained from scratch, under ")
+        + f"**{res.budget_ms:g} ms**, trained and validated on `{res.data}`. Measured, it takes "
         f"**{res.measured_latency_ms:.3f} ms** per image and {verdict}; validation accuracy through ONNX Runtime is "
         f"**{res.val_acc:.2%}**.",
         "",
@@ -627,9 +701,13 @@ def render_report(res: GenerateResult, exp: Any, tab: Any, space: Any, search: A
         "",
         "![Pareto front](pareto.png)",
         "",
-        f"The search scored {search.evaluations_real} subnets on the validation data (and {search.evaluations_predicted} "
-        f"with its accuracy predictor); the front has {len(search.front)} members (`pareto.json`), hypervolume "
-        f"{search.hypervolume:.4g}.",
+        (f"The search scored {search.evaluations_real} subnets on the validation data (and {search.evaluations_predicted} "
+         f"with its accuracy predictor); the front has {len(search.front)} members (`pareto.json`), hypervolume "
+         f"{search.hypervolume:.4g}." if search is not None else
+         f"No search: {res.finetune.get('candidates', 0) if res.finetune else 0} subnets at the data's resolution are predicted "
+         f"within the budget (the plot shows them by latency and MACs); without a supernet nothing predicts their accuracy, so "
+         f"the largest that trains at least {res.finetune.get('min_epochs', 0) if res.finetune else 0:g} epochs in the time "
+         f"left was trained, and `pareto.json` holds it with its measured accuracy."),
         "",
         "## Time per stage",
         "",
@@ -637,6 +715,8 @@ def render_report(res: GenerateResult, exp: Any, tab: Any, space: Any, search: A
             ["load data", f"{res.stage_seconds.get('data', 0):.1f}", "-"],
             ["latency table (profile)", f"{res.stage_seconds.get('profile', 0):.1f}", res.cache["table"]],
             ["supernet (train)", f"{res.stage_seconds.get('train', 0):.1f}", res.cache["supernet"]],
+            ["plan (is a supernet worth training?)", f"{res.stage_seconds.get('plan', 0):.1f}", "-"],
+            ["direct: choose, measure, train from scratch", f"{res.stage_seconds.get('direct', 0):.1f}", "-"],
             ["search", f"{res.stage_seconds.get('search', 0):.1f}", "-"],
             ["measure candidates", f"{res.stage_seconds.get('measure', 0):.1f}", "-"],
             ["fine-tune the chosen subnet", f"{res.stage_seconds.get('finetune', 0):.1f}", "-"],
@@ -653,8 +733,13 @@ def render_report(res: GenerateResult, exp: Any, tab: Any, space: Any, search: A
         (f"- supernet: `{res.supernet}` (given: not trained by this run)" if res.cache["supernet"] == "given" else
          f"- supernet: `{res.supernet}` ({res.cache['supernet']}), {cfg.schedule} schedule"
          + (f" planned for {TRAIN_SHARE:.0%} of the {res.time_budget_s:.0f} s time budget" if res.time_budget_s else
-            f", {cfg.total_epochs:g} epochs")),
-        (f"- fine-tuning: {res.finetune['seconds']:.0f} s, {res.finetune['epochs']:.2f} epochs from the inherited weights"
+            f", {cfg.total_epochs:g} epochs") if res.route == "supernet" else
+         f"- no supernet (direct route): one would have trained {res.finetune['supernet_epochs']:.2f} epochs in "
+         f"{TRAIN_SHARE:.0%} of the {res.time_budget_s:.0f} s time budget, fewer than the {MIN_SUPERNET_EPOCHS} its "
+         f"accuracies need"),
+        (f"- training: {res.finetune['seconds']:.0f} s, {res.finetune['epochs']:.2f} epochs from scratch "
+         f"(lr {res.finetune['recipe']['lr']})" if res.route == "direct" else
+         f"- fine-tuning: {res.finetune['seconds']:.0f} s, {res.finetune['epochs']:.2f} epochs from the inherited weights"
          if res.finetune else "- no fine-tuning: the model has the supernet's weights"),
         f"- hwnas {__version__}",
         "",

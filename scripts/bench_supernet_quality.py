@@ -409,16 +409,11 @@ def print_quality(q: dict[str, Any]) -> None:
 
 # ---------------------------------------------------------------------------- part 2: generate vs baseline
 
-def uniform_subnet(space: Space, d: int, k: int, e: int, resolution: int = RESOLUTION) -> Subnet:
-    n = len(space.stages)
-    return space.validate_subnet(dict(resolution=resolution, depths=[d] * n, kernels=[[k] * d] * n, expands=[[e] * d] * n))
-
-
 def uniform_nets(space: Space, resolution: int = RESOLUTION) -> dict[tuple[int, int, int], Subnet]:
     """Every (depth, kernel, expand) choice shared by all stages -> the uniform subnet."""
-    common = lambda attr: sorted(set.intersection(*(set(getattr(s, attr)) for s in space.stages)))  # noqa: E731
-    return {(d, k, e): uniform_subnet(space, d, k, e, resolution)
-            for d in common("depths") for k in common("kernels") for e in common("expands")}
+    from hwnas.search.direct import uniform_subnets
+
+    return {(s.depths[0], s.kernels[0][0], s.expands[0][0]): s for s in uniform_subnets(space, resolution)}
 
 
 def default_budgets(uniform: dict[tuple[int, int, int], Subnet], predict: Callable[[Subnet], float]) -> list[float]:

@@ -229,10 +229,14 @@ def profile_space(
     return table
 
 
-BUSY_CORES = 0.3
-"""Other processes using more than this many cores on average while we measure: a busy machine.
-(Measured: a table profiled beside one CPU-bound job validated at 71% within +-10% on the quiet
-machine; the same space profiled quietly, at 93%.)"""
+def busy_limit(threads: int) -> float:
+    """Cores that other processes may keep busy on average while we measure before the machine counts
+    as busy: half a core, or a quarter of the cores we leave free on larger machines. (A table profiled
+    on 2 cores beside one CPU-bound job validated at 71% within +-10% on the quiet machine; the same
+    space profiled quietly, at 93%.)"""
+    import os
+
+    return max(0.5, 0.25 * ((os.cpu_count() or 1) - threads))
 REPEAT_NOISE_PCT = 2.0
 """Median |run 1 - run 2| / mean over the calibration subnets above this: too noisy (quiet: ~0.5%)."""
 REPEAT_NOISE_P90_PCT = 6.0
@@ -240,13 +244,15 @@ MAX_ROUNDS = 2
 """Measurement rounds at most: a busy or noisy round is measured once more."""
 
 
-def judge_noise(others_cores: float, repeat_pct: np.ndarray, *, load_avg_max: float | None, rounds: int) -> NoiseReport:
+def judge_noise(others_cores: float, repeat_pct: np.ndarray, *, load_avg_max: float | None, rounds: int,
+                threads: int = 1) -> NoiseReport:
     """Trusted unless other processes were busy or the same subnets measured twice disagree."""
     med = float(np.median(repeat_pct)) if len(repeat_pct) else 0.0
     p90 = float(np.percentile(repeat_pct, 90)) if len(repeat_pct) else 0.0
     reasons = []
-    if others_cores > BUSY_CORES:
-        reasons.append(f"other processes kept {others_cores:.2f} cores busy while it measured (limit {BUSY_CORES})")
+    limit = busy_limit(threads)
+    if others_cores > limit:
+        reasons.append(f"other processes kept {others_cores:.2f} cores busy while it measured (limit {limit:g})")
     if med > REPEAT_NOISE_PCT or p90 > REPEAT_NOISE_P90_PCT:
         reasons.append(f"the same subnets measured twice differ by {med:.1f}% (median) / {p90:.1f}% (90th percentile); "
                        f"limits {REPEAT_NOISE_PCT}% / {REPEAT_NOISE_P90_PCT}%")
@@ -273,7 +279,7 @@ def measure_checked(
         b = np.array([again[k]["median_ms"] for k in sorted(cal_keys)])
         others = mon.others_cores()
         noise = judge_noise(others, np.abs(a - b) / ((a + b) / 2) * 100, load_avg_max=max(mon.load_avg, default=None),
-                            rounds=rounds)
+                            rounds=rounds, threads=threads)
         if best is None or (noise.others_cores, noise.repeat_noise_pct) < (best[1].others_cores, best[1].repeat_noise_pct):
             best = (results, noise)
         if noise.trusted:

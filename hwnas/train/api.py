@@ -536,6 +536,24 @@ def probe_costs(model: Supernet, cfg: TrainConfig, space: Space, ds: Dataset, de
     return costs, per_image
 
 
+def supernet_epochs_for(space: Space, ds: Dataset, cfg: TrainConfig, time_budget_s: float,
+                        device: str | torch.device | None = None) -> float:
+    """About how many epochs `train_supernet` would plan for `time_budget_s` (all of it for steps:
+    an upper bound), from the same cost probe, without training. For deciding whether a supernet is
+    worth training at all."""
+    from hwnas.train.plan import plan_epochs
+
+    dev = resolve_device(None if device is None else str(device))
+    model = Supernet(space).to(device=dev, memory_format=memory_format_for(dev))
+    costs, _ = probe_costs(model, cfg, space, ds, dev)
+    n = int(ds.train_x.shape[0])
+    iters = n // cfg.batch_size if n >= cfg.batch_size else 1
+    try:
+        return float(sum(plan_epochs(cfg, costs, iters, time_budget_s).planned_epochs.values()))
+    except UserError:  # not even one iteration per phase fits
+        return 0.0
+
+
 def make_plan(run: _Run, costs: dict[str, float], per_image_s: float, time_budget_s: float | None,
               spent_s: float, save_s: float) -> tuple[TrainConfig, Plan]:
     """Epochs per phase that fit the budget (or the configured ones) and what the run will cost."""
