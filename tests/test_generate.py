@@ -237,6 +237,17 @@ def test_given_supernet_skips_training_and_its_space_is_used(first_run, tiny_fol
     assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
 
 
+def test_given_supernet_with_a_time_budget_never_takes_the_direct_route(first_run, tiny_folder, tmp_path, monkeypatch):
+    """The direct route replaces training a supernet; with --supernet there is none to train, so the given one
+    is searched and its time share goes to fine-tuning."""
+    import hwnas.generate as gen
+
+    monkeypatch.setattr(gen, "MIN_SUPERNET_EPOCHS", 10**9)  # a probe would call any supernet too short
+    kw = {k: v for k, v in KW.items() if k not in ("space", "train_config", "search_options")}
+    r = gen.generate(10.0, tmp_path / "gt", data=tiny_folder, supernet=first_run[0]["supernet"], time_budget="20s", **kw)
+    assert r["route"] == "supernet" and r["cache"]["supernet"] == "given"
+
+
 def test_direct_route_when_the_time_budget_cannot_train_a_supernet(tiny_folder, tmp_path, monkeypatch):
     """A time budget that would give the supernet too few epochs: no supernet; the largest subnet within
     the latency budget at the data's resolution that gets its epochs is trained from scratch and shipped
