@@ -204,6 +204,7 @@ def generate(
     time_budget: float | str | None = None,
     val_images: int | None = None,
     force_table: bool = False,
+    supernet: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """The whole pipeline; returns the SPEC `generate --json` keys (and more).
 
@@ -211,6 +212,7 @@ def generate(
     training, SEARCH_SHARE sizes the search, and what is left after choosing the subnet (about 40%) fine-tunes
     it before the export. `val_images` scores the
     search's subnets on that many validation images (the export always reports all of them).
+    `supernet`: a trained or imported CKPT to use instead of training one (its space is the space).
     `epochs_scale`, `train_config`, `profile_resolutions` and `search_options` exist so that tests
     and benchmarks can shrink the work; they are part of the cache keys where they change results.
     """
@@ -225,7 +227,7 @@ def generate(
         return _generate(budget_ms, out, data=data, space=space, table=table, force=force, progress=progress,
                          epochs_scale=epochs_scale, train_config=train_config, profile_resolutions=profile_resolutions,
                          search_options=search_options, device=device, time_budget=time_budget, val_images=val_images,
-                         force_table=force_table)
+                         force_table=force_table, supernet=supernet)
     finally:
         torch.set_num_threads(threads)
 
@@ -233,7 +235,7 @@ def generate(
 def _generate(budget_ms: float, out: str | os.PathLike[str], *, data: str, space: str, table: Any, force: bool,
               progress: bool, epochs_scale: float, train_config: Any, profile_resolutions: list[int] | None,
               search_options: dict[str, Any] | None, device: str | None, time_budget: float | str | None,
-              val_images: int | None, force_table: bool) -> dict[str, Any]:
+              val_images: int | None, force_table: bool, supernet: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     import math
 
     t0 = time.perf_counter()
@@ -266,7 +268,7 @@ def _generate(budget_ms: float, out: str | os.PathLike[str], *, data: str, space
     from hwnas.space import load_space, with_classes
 
     ds = load_dataset(data)
-    sp = with_classes(load_space(space), ds.num_classes)
+    sp = with_classes(load_space(space), ds.num_classes) if supernet is None else given_supernet_space(supernet, ds, data)
     from hwnas.train.config import resolve_config
 
     cfg = resolve_config(sp, data, train_config).scaled(epochs_scale)
@@ -295,7 +297,7 @@ def _generate(budget_ms: float, out: str | os.PathLike[str], *, data: str, space
 
     local = table_is_local(tab)
     direct = None
-    if budget_s is not None and train_config is None:
+    if budget_s is not None and train_config is None and supernet is None:
         # a supernet is worth training only if its share of the time buys it enough epochs (probed, not guessed)
         t = time.perf_counter()
         from hwnas.train.api import supernet_epochs_for
@@ -323,8 +325,11 @@ def _generate(budget_ms: float, out: str | os.PathLike[str], *, data: str, space
     # 2. supernet
     t = time.perf_counter()
     train_budget = TRAIN_SHARE * budget_s if budget_s is not None else None
-    ckpt, hit = cached_supernet(sp, data, ds.fingerprint, cfg, device=device, progress=progress, time_budget_s=train_budget)
-    sup_cache = "hit" if hit else "miss"
+    if supernet is not None:  # no training: the given CKPT (its time share goes to fine-tuning)
+        ckpt, sup_cache = Path(supernet), "given"
+    else:
+        ckpt, hit = cached_supernet(sp, data, ds.fingerprint, cfg, device=device, progress=progress, time_budget_s=train_budget)
+        sup_cache = "hit" if hit else "miss"
     stages["train"] = time.perf_counter() - t
     _log(progress, f"supernet: {ckpt} ({sup_cache})")
     from hwnas.train import load_supernet
@@ -433,6 +438,18 @@ def _generate(budget_ms: float, out: str | os.PathLike[str], *, data: str, space
     _log(progress, f"done in {res.seconds:.1f} s: {model_path} measured {res.measured_latency_ms:.3f} ms "
                    f"(budget {budget_ms:g} ms), validation accuracy {res.val_acc:.4f}; report {report_path}")
     return res.model_dump(mode="json")
+
+
+def given_supernet_space(ckpt: str | os.PathLike[str], ds: Any, data: str) -> Any:
+    """The space of `generate --supernet CKPT` (the checkpoint's own), checked against the data's classes."""
+    from hwnas.train.checkpoint import load_checkpoint, read_meta
+
+    sp = read_meta(ckpt, load_checkpoint(ckpt)).get_space()
+    if sp.num_classes != ds.num_classes:
+        raise UserError(f"--supernet {ckpt}: its classifier has {sp.num_classes} classes but --data {data} has "
+                        f"{ds.num_classes}; pass the data it was trained on, or transfer it first with "
+                        f"`hwnas train --init {ckpt} --data {data} ...`")
+    return sp
 
 
 def _finish_direct(direct: Any, sp: Any, tab: Any, predictor: Any, ds: Any, budget_ms: float, out_dir: Path, *, data: str,
@@ -713,7 +730,8 @@ def render_report(res: GenerateResult, exp: Any, tab: Any, space: Any, search: A
         f"- machine: {fp.cpu_model}, {fp.cores} cores, {fp.os}; ONNX Runtime {fp.onnxruntime}, {fp.provider}, "
         f"{fp.threads} thread(s), batch {fp.batch}",
         f"- latency table: `{res.table}` ({res.cache['table']})",
-        (f"- supernet: `{res.supernet}` ({res.cache['supernet']}), {cfg.schedule} schedule"
+        (f"- supernet: `{res.supernet}` (given: not trained by this run)" if res.cache["supernet"] == "given" else
+         f"- supernet: `{res.supernet}` ({res.cache['supernet']}), {cfg.schedule} schedule"
          + (f" planned for {TRAIN_SHARE:.0%} of the {res.time_budget_s:.0f} s time budget" if res.time_budget_s else
             f", {cfg.total_epochs:g} epochs") if res.route == "supernet" else
          f"- no supernet (direct route): one would have trained {res.finetune['supernet_epochs']:.2f} epochs in "

@@ -217,6 +217,37 @@ def test_cli_time_budget_errors_exit_2(tmp_path, capsys):
     assert code == 2 and "--val-images" in capsys.readouterr().err
 
 
+def test_given_supernet_skips_training_and_its_space_is_used(first_run, tiny_folder, tmp_path, capsys):
+    """generate --supernet CKPT: no training (cache 'given'), the checkpoint's space even with no --space."""
+    from hwnas.generate import generate
+
+    ckpt = first_run[0]["supernet"]
+    kw = {k: v for k, v in KW.items() if k != "space"}
+    r = generate(10.0, tmp_path / "given", data=tiny_folder, supernet=ckpt, **kw)
+    assert r["cache"]["supernet"] == "given" and r["supernet"] == ckpt and r["space"] == "mbv3-tiny"
+    assert r["stage_seconds"]["train"] < 1.0
+    assert "given: not trained by this run" in (tmp_path / "given" / "report.md").read_text()
+    # a space other than the checkpoint's, or data with another class count: exit 2 naming the flag
+    code = main(["generate", "--budget-ms", "10", "--out", str(tmp_path / "o1"), "--data", tiny_folder,
+                 "--supernet", ckpt, "--space", "mbv3-cifar"])
+    assert code == 2 and "mbv3-cifar" in capsys.readouterr().err
+    code = main(["generate", "--budget-ms", "10", "--out", str(tmp_path / "o2"), "--supernet", ckpt])  # digits: 10 classes
+    err = capsys.readouterr().err
+    assert code == 2 and "--supernet" in err and "3 classes" in err and "--init" in err
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
+
+
+def test_given_supernet_with_a_time_budget_never_takes_the_direct_route(first_run, tiny_folder, tmp_path, monkeypatch):
+    """The direct route replaces training a supernet; with --supernet there is none to train, so the given one
+    is searched and its time share goes to fine-tuning."""
+    import hwnas.generate as gen
+
+    monkeypatch.setattr(gen, "MIN_SUPERNET_EPOCHS", 10**9)  # a probe would call any supernet too short
+    kw = {k: v for k, v in KW.items() if k not in ("space", "train_config", "search_options")}
+    r = gen.generate(10.0, tmp_path / "gt", data=tiny_folder, supernet=first_run[0]["supernet"], time_budget="20s", **kw)
+    assert r["route"] == "supernet" and r["cache"]["supernet"] == "given"
+
+
 def test_direct_route_when_the_time_budget_cannot_train_a_supernet(tiny_folder, tmp_path, monkeypatch):
     """A time budget that would give the supernet too few epochs: no supernet; the largest subnet within
     the latency budget at the data's resolution that gets its epochs is trained from scratch and shipped

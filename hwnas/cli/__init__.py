@@ -14,7 +14,7 @@ import traceback
 from hwnas import __version__
 from hwnas.errors import UserError
 
-COMMAND_MODULES = ["space", "profile", "latency", "train", "search", "export", "generate"]
+COMMAND_MODULES = ["space", "profile", "latency", "train", "import_ofa", "search", "export", "generate"]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -18,8 +18,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--budget-ms", required=True, type=float, metavar="X", help="latency budget in milliseconds (median, batch 1)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder: model.onnx, report.md, best.json, pareto.json, pareto.png")
     p.add_argument("--data", default="digits", metavar="DATA", help="digits (default), an ImageFolder root or a CIFAR-10 python folder")
-    p.add_argument("--space", default="mbv3-tiny", metavar="SPACE", help="preset name or space file (default mbv3-tiny)")
+    p.add_argument("--space", default=None, metavar="SPACE",
+                   help="preset name or space file (default mbv3-tiny; with --supernet, the checkpoint's space)")
     p.add_argument("--table", metavar="TABLE", help="latency table of the target (default: profile this machine, cached)")
+    p.add_argument("--supernet", default=None, metavar="CKPT",
+                   help="use this trained or imported supernet (hwnas train / hwnas import-ofa) instead of training one")
     p.add_argument("--epochs-scale", type=float, default=1.0, metavar="F", help="multiply the supernet's training epochs (default 1)")
     p.add_argument("--time-budget", default=None, metavar="DURATION",
                    help="bound the whole run (900s, 45m, 2h): part plans the supernet's training, part the search, the rest "
@@ -35,11 +38,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hwnas.generate import generate
+    from hwnas.errors import UserError
+    from hwnas.generate import DEFAULT_SPACE, generate
 
-    r = generate(args.budget_ms, args.out, data=args.data, space=args.space, table=args.table, force=args.force,
-                 epochs_scale=args.epochs_scale, device=args.device, progress=True, time_budget=args.time_budget,
-                 val_images=args.val_images, force_table=args.force_table)
+    if args.supernet is not None and args.space is not None:
+        from hwnas.space import load_space
+        from hwnas.train.checkpoint import check_space, load_checkpoint, read_meta
+
+        check_space(args.supernet, read_meta(args.supernet, load_checkpoint(args.supernet)).get_space(), load_space(args.space))
+    if args.supernet is not None and args.epochs_scale != 1.0:
+        raise UserError("--epochs-scale: sets the training length, but --supernet skips training; give one of them")
+    r = generate(args.budget_ms, args.out, data=args.data, space=args.space or DEFAULT_SPACE, table=args.table,
+                 force=args.force, epochs_scale=args.epochs_scale, device=args.device, progress=True,
+                 time_budget=args.time_budget, val_images=args.val_images, force_table=args.force_table,
+                 supernet=args.supernet)
     emit(args, r, human(r))
     return 0
 

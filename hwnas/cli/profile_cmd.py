@@ -10,7 +10,7 @@ from hwnas.cli.common import add_force_flag, add_json_flag, emit, log
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("profile", help="measure every distinct block of a space with ONNX Runtime here; write a latency TABLE")
-    p.add_argument("--space", required=True, help="preset name (mbv3-imagenet, mbv3-cifar, mbv3-tiny) or a JSON/YAML file")
+    p.add_argument("--space", required=True, help="preset name (mbv3-imagenet, mbv3-imagenet-w1.2, mbv3-cifar, mbv3-tiny) or a JSON/YAML file")
     p.add_argument("--out", required=True, help="TABLE file to write (JSON)")
     _target_flags(p)
     p.add_argument("--calibration-subnets", type=int, default=None, help="whole subnets measured to fit the predictor (default 40)")

@@ -10,7 +10,7 @@ from hwnas.space import build_plan, load_space, plan_cost
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("space", help="describe a search space: choices, subnet count, MACs and parameter range")
-    p.add_argument("--space", required=True, help="preset name (mbv3-imagenet, mbv3-cifar, mbv3-tiny) or a JSON/YAML file")
+    p.add_argument("--space", required=True, help="preset name (mbv3-imagenet, mbv3-imagenet-w1.2, mbv3-cifar, mbv3-tiny) or a JSON/YAML file")
     add_json_flag(p)
     p.set_defaults(handler=run)
 

@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="train the supernet (sandwich rule by default; progressive shrinking with 'schedule: progressive'); "
         "torchrun --nproc-per-node K -m hwnas train ... for data-parallel",
     )
-    p.add_argument("--space", required=True, help="preset name (mbv3-imagenet, mbv3-cifar, mbv3-tiny) or a JSON/YAML file")
+    p.add_argument("--space", required=True, help="preset name (mbv3-imagenet, mbv3-imagenet-w1.2, mbv3-cifar, mbv3-tiny) or a JSON/YAML file")
     p.add_argument("--data", required=True, help="'digits', an ImageFolder root (train/ and val/) or a CIFAR-10 python folder")
     p.add_argument("--out", required=True, help="checkpoint file to write (CKPT); metrics go next to it as <stem>.metrics.jsonl")
     p.add_argument("--config", default=None,
@@ -25,6 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="plan the epochs so the whole run, evaluation included, ends within this time (900s, 45m, 2h)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when present, else cpu)")
     p.add_argument("--resume", action="store_true", help="continue the checkpoint at --out where it stopped")
+    p.add_argument("--init", default=None, metavar="CKPT",
+                   help="transfer: start from this supernet (same block structure, trained on other data, or imported "
+                        "with import-ofa): tensors whose role and shape match are copied, the classifier starts fresh; "
+                        "defaults to a short schedule with lower learning rates")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr (the plan and results are still printed)")
     add_json_flag(p)
     p.set_defaults(handler=run)
@@ -39,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         res = train_supernet(
             args.space, args.data, args.out, config=args.config, epochs_scale=args.epochs_scale,
             time_budget=args.time_budget, device=args.device, resume=args.resume, progress=rank == 0,
-            bar=not args.no_progress,
+            bar=not args.no_progress, init=args.init,
         )
     except TrainingDiverged as e:
         # exit 1: not a malformed input but a run that failed; the message says how to recover
@@ -56,6 +60,12 @@ def run(args: argparse.Namespace) -> int:
         f"val acc      largest {_pct(res['val_acc_max'])}, smallest {_pct(res['val_acc_min'])}\n"
         f"seconds      {res['seconds']:.1f}" + (f" (budget {budget:.0f})" if budget else "")
     )
+    if res.get("init"):
+        from hwnas.train.transfer import TransferReport
+
+        ini = res["init"]
+        rep = TransferReport(ini["checkpoint"], ini["source_space"], ini["copied"], ini["fresh"], ini["unused"])
+        human += "\n" + rep.summary()
     emit(args, res, human)
     return 0
 

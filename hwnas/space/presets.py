@@ -22,11 +22,22 @@ def _mbv3_stages(strides: list[int]) -> list[dict]:
 
 
 def mbv3_imagenet() -> Space:
-    """OFA MobileNetV3 w1.0, as published (Cai et al., ICLR 2020)."""
+    """OFA MobileNetV3 w1.0, as published (Cai et al., ICLR 2020): `ofa_mbv3_d234_e346_k357_w1.0`."""
+    return _mbv3_imagenet("mbv3-imagenet", 1.0)
+
+
+def mbv3_imagenet_w12() -> Space:
+    """OFA MobileNetV3 w1.2 (`ofa_mbv3_d234_e346_k357_w1.2`): every width, head included, times 1.2,
+    rounded by make_divisible(., 8) as OFA does."""
+    return _mbv3_imagenet("mbv3-imagenet-w1.2", 1.2)
+
+
+def _mbv3_imagenet(name: str, width_mult: float) -> Space:
     return Space.model_validate(
         dict(
-            name="mbv3-imagenet",
+            name=name,
             num_classes=1000,
+            width_mult=width_mult,
             stem=dict(out_channels=16, kernel=3, stride=2, act="hswish"),
             first_block=dict(out_channels=16, kernel=3, stride=1, act="relu"),
             stages=_mbv3_stages([2, 2, 2, 1, 2]),
@@ -76,6 +87,7 @@ def mbv3_tiny() -> Space:
 
 PRESETS: dict[str, Callable[[], Space]] = {
     "mbv3-imagenet": mbv3_imagenet,
+    "mbv3-imagenet-w1.2": mbv3_imagenet_w12,
     "mbv3-cifar": mbv3_cifar,
     "mbv3-tiny": mbv3_tiny,
 }

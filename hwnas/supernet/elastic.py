@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hwnas.space.models import make_divisible
-from hwnas.supernet.static import BN_EPS, BN_MOMENTUM
+from hwnas.supernet.static import BN_EPS, BN_MOMENTUM, global_pool
 
 
 class ElasticPointwise(nn.Module):
@@ -105,8 +105,7 @@ class ElasticSE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = x.shape[1]
-        y = x.mean((2, 3), keepdim=True)
-        y = torch.relu(self.reduce(y, self.mid(c)))
+        y = torch.relu(self.reduce(global_pool(x), self.mid(c)))
         return x * F.hardsigmoid(self.expand(y, c))
 
 

@@ -24,6 +24,12 @@ def make_act(name: str) -> nn.Module:
     raise ValueError(f"unknown activation {name!r}")
 
 
+def global_pool(x: torch.Tensor) -> torch.Tensor:
+    """Global average pool in OFA's order (width, then height): imported OFA weights then give OFA's
+    logits bit for bit, where mean((2, 3)) rounds differently and deep random-weight nets amplify it."""
+    return x.mean(3, keepdim=True).mean(2, keepdim=True)
+
+
 class ConvBNAct(nn.Sequential):
     def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, act: str | None = None):
         layers: list[nn.Module] = [
@@ -44,8 +50,7 @@ class SqueezeExcite(nn.Module):
         self.expand = nn.Conv2d(mid, channels, 1, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = x.mean((2, 3), keepdim=True)
-        y = torch.relu(self.reduce(y))
+        y = torch.relu(self.reduce(global_pool(x)))
         return x * nn.functional.hardsigmoid(self.expand(y))
 
 
@@ -84,7 +89,7 @@ class Head(nn.Module):
         self.classifier = nn.Linear(p.feature_mix or p.final_expand, p.num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.final_expand(x).mean((2, 3), keepdim=True)
+        x = global_pool(self.final_expand(x))
         if self.feature_mix is not None:
             x = self.feature_mix(x)
         return self.classifier(self.dropout(torch.flatten(x, 1)))

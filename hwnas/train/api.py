@@ -39,6 +39,7 @@ from hwnas.train.phases import eval_subnets, sample_step
 from hwnas.train.plan import (Plan, PhaseCost, estimate_eval_seconds, format_duration, parse_duration, phase_seconds,
                               plan_epochs)
 from hwnas.train.schedule import CosineSchedule, make_optimizer
+from hwnas.train.transfer import load_init, transfer_weights
 
 
 def metrics_path(out: str | os.PathLike[str]) -> Path:
@@ -148,6 +149,7 @@ class _Run:
     cost_ratio: float = 1.0  # measured / probed cost per iteration (the bar's pace)
     replans: int = 0
     save_s: float = 0.5  # measured cost of one checkpoint
+    init: dict[str, Any] | None = None  # `--init` transfer report (which tensors were copied, which fresh)
 
     @property
     def finished(self) -> bool:
@@ -184,6 +186,7 @@ class _Run:
             "rng": _rng_state(),
             "history": self.history,
             "elapsed": self.elapsed,
+            "init": self.init,
         }
 
     def save(self) -> None:
@@ -472,6 +475,7 @@ def _result(run: _Run, seconds: float) -> dict[str, Any]:
         "weights_sha256": digest,
         "ranks_in_sync": in_sync,
         "device": str(run.device),
+        "init": run.init,
     }
 
 
@@ -594,6 +598,7 @@ def train_supernet(
     resume: bool = False,
     progress: bool = True,
     bar: bool | None = None,
+    init: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train (or, with resume=True, continue) a supernet and return the SPEC `train --json` keys:
     checkpoint, epochs, val_acc_max, val_acc_min, seconds, planned_epochs, time_budget_s (and more).
@@ -603,6 +608,9 @@ def train_supernet(
     `bar` (default: `progress`) adds a progress bar whose time left is the whole run's. Under torchrun
     every process calls this; only rank 0 writes. Raises UserError for bad input and
     TrainingDiverged (the last good checkpoint kept) when the loss stops being finite.
+    `init` (transfer): a CKPT of a supernet with the same block structure, trained on other data; every
+    tensor whose role and shape match is copied, the classifier starts fresh, and the defaults are the
+    short, low-lr transfer_config; the result's `init` lists the copied and the fresh tensors.
     """
     t_start = time.perf_counter()
     budget_s = parse_duration(time_budget) if time_budget is not None else None
@@ -615,7 +623,7 @@ def train_supernet(
     dctx = init_distributed(dev)
     try:
         return _train(space, data, Path(out), config, epochs_scale, budget_s, dev, dctx, resume, progress,
-                      progress if bar is None else bar, t_start)
+                      progress if bar is None else bar, t_start, init)
     finally:
         dctx.close()
         torch.set_num_threads(threads)
@@ -623,13 +631,17 @@ def train_supernet(
 
 def _train(space_spec: Space | str, data: str, out: Path, config: Any, epochs_scale: float, budget_s: float | None,
            device: torch.device, dctx: DistContext, resume: bool, progress: bool, show_bar: bool,
-           t_start: float) -> dict[str, Any]:
+           t_start: float, init: str | Path | None = None) -> dict[str, Any]:
     space0 = load_space(space_spec)
     if not (isinstance(epochs_scale, (int, float)) and epochs_scale > 0 and np.isfinite(epochs_scale)):
         raise UserError(f"--epochs-scale must be a positive number, got {epochs_scale}")
     if budget_s is not None and epochs_scale != 1.0:
         raise UserError("--time-budget and --epochs-scale both set the epochs; give one of them")
     state = None
+    if init is not None and resume:
+        raise UserError("--init starts a new run from another supernet; --resume continues the run at --out "
+                        "(which keeps what --init gave it): give one of them")
+    init_src = load_init(init) if init is not None else None
     if resume:
         if not out.exists():
             raise UserError(f"--resume: no checkpoint at {out}; run without --resume to start training there")
@@ -663,7 +675,7 @@ def _train(space_spec: Space | str, data: str, out: Path, config: Any, epochs_sc
                             "--time-budget (the stored plan is used) or start a new --out")
         cfg = ckpt_cfg
     else:
-        cfg = resolve_config(space, data, config).scaled(epochs_scale)
+        cfg = resolve_config(space, data, config, transfer=init is not None).scaled(epochs_scale)
     dctx.barrier()  # every rank has checked --out before rank 0 creates it
 
     torch.manual_seed(cfg.seed)
@@ -678,8 +690,14 @@ def _train(space_spec: Space | str, data: str, out: Path, config: Any, epochs_sc
     run = _Run(space=space, data_spec=data, ds=ds, cfg=cfg, out=out, device=device, dist=dctx, model=model,
                iters_per_epoch=len(it))
 
+    if init_src is not None:
+        report = transfer_weights(model, init_src[0], str(init), init_src[1])
+        run.init = report.to_dict()
+        if progress and dctx.is_main:
+            print(report.summary(), file=sys.stderr, flush=True)
     if state is not None:
         model.load_state_dict(state["model"])
+        run.init = state.get("init")
         run.pos = Position(**state["position"])
         run.history = list(state.get("history") or [])
         run.metrics = dict(meta.metrics)

@@ -187,8 +187,12 @@ def full_phase(epochs: float, lr: float, warmup: float) -> dict[str, Any]:
 _PER_STEP = [1, 1, 2, 2, 4, 4]
 
 
+def _is_imagenet(space: Space) -> bool:
+    return space.name in ("mbv3-imagenet", "mbv3-imagenet-w1.2")
+
+
 def _preset_phases(space: Space, digits: bool, schedule: str) -> list[dict[str, Any]]:
-    if space.name == "mbv3-imagenet":
+    if _is_imagenet(space):
         if schedule == "progressive":
             return progressive_phases([180, 125, 25, 125, 25, 125], [0.4, 0.03, 0.01, 0.03, 0.01, 0.03], [5, 1, 0, 1, 0, 1], _PER_STEP)
         if schedule == "delayed":
@@ -221,11 +225,29 @@ def default_config(space: Space, data_spec: str, schedule: str | None = None) ->
     digits = str(data_spec).strip().lower() == "digits"
     phases = _preset_phases(space, digits, schedule)
     common: dict[str, Any] = dict(schedule=schedule, phases=phases)
-    if space.name == "mbv3-imagenet":
+    if _is_imagenet(space):
         return TrainConfig.model_validate(dict(common, batch_size=256, flip=not digits))
     if digits:
         return TrainConfig.model_validate(dict(common, batch_size=64, flip=False, weight_decay=3e-5))
     return TrainConfig.model_validate(dict(common, batch_size=128, flip=True))
+
+
+TRANSFER_EPOCHS_SCALE = 0.25
+TRANSFER_LR_SCALE = 0.2
+"""`train --init` (transfer) defaults: the same schedule, a quarter of the epochs (a training phase keeps
+>= 1) and a fifth of the learning rates, so the copied features are adapted rather than overwritten."""
+
+
+def transfer_config(space: Space, data_spec: str, schedule: str | None = None) -> TrainConfig:
+    """The default config for fine-tuning a supernet started from another one (`train --init`)."""
+    base = default_config(space, data_spec, schedule)
+    d = base.model_dump()
+    for p in d["phases"]:
+        if p["epochs"] > 0:
+            p["epochs"] = float(max(1, round(p["epochs"] * TRANSFER_EPOCHS_SCALE)))
+        p["warmup_epochs"] = min(p["warmup_epochs"] * TRANSFER_EPOCHS_SCALE, p["epochs"])
+        p["lr"] = p["lr"] * TRANSFER_LR_SCALE
+    return TrainConfig.model_validate(d)
 
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -251,12 +273,15 @@ def _merge_phases(base: list[dict[str, Any]], over: Any, source: str) -> Any:
     return [_deep_merge(p, over[p["name"]]) if p["name"] in over else p for p in base]
 
 
-def resolve_config(space: Space, data_spec: str, config: "TrainConfig | str | Path | dict | None") -> TrainConfig:
-    """TrainConfig, a file (YAML/JSON, partial allowed), a dict or None -> validated config."""
+def resolve_config(space: Space, data_spec: str, config: "TrainConfig | str | Path | dict | None",
+                   transfer: bool = False) -> TrainConfig:
+    """TrainConfig, a file (YAML/JSON, partial allowed), a dict or None -> validated config.
+    `transfer`: the defaults a partial config merges onto are transfer_config's (`train --init`)."""
+    defaults = transfer_config if transfer else default_config
     if isinstance(config, TrainConfig):
         return config
     if config is None:
-        return default_config(space, data_spec)
+        return defaults(space, data_spec)
     source = "config"
     if isinstance(config, dict):
         over = dict(config)
@@ -272,7 +297,7 @@ def resolve_config(space: Space, data_spec: str, config: "TrainConfig | str | Pa
     if schedule is not None and schedule not in SCHEDULES and not isinstance(over.get("phases"), list):
         raise UserError(f"{source}: schedule: '{schedule}' is not one of {', '.join(SCHEDULES)} "
                         "(a custom schedule gives 'phases' as a full list)")
-    base = default_config(space, data_spec, schedule if schedule in SCHEDULES else None).model_dump()
+    base = defaults(space, data_spec, schedule if schedule in SCHEDULES else None).model_dump()
     if isinstance(over.get("phases"), list) and "schedule" not in over:
         over["schedule"] = "custom"
     if "phases" in over:
