@@ -129,7 +129,7 @@ def test_cli_bad_budget_and_unwritable_out_exit_2(tmp_path, capsys):
 
 def test_measured_over_budget_falls_back_to_a_faster_front_member(first_run, tiny_folder, tmp_path, monkeypatch):
     """The first export 'measures' at twice the budget; generate must export the next faster front member."""
-    import hwnas.export.core as core
+    import hwnas.export.onnx_stages as core
     from hwnas.generate import generate
 
     budget = 10.0

@@ -26,6 +26,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "fine-tunes the chosen subnet; the plan and expected end are printed first")
     p.add_argument("--val-images", type=int, default=None, metavar="N",
                    help="score the search's subnets on N validation images (default: all, or 1000 with --time-budget)")
+    p.add_argument("--int8", action="store_true",
+                   help="profile (or give via --table) INT8 latencies, search with them and deliver the static QDQ INT8 model as "
+                        "model.onnx (the fp32 model beside it as model.fp32.onnx); a candidate losing more than 1 point of "
+                        "accuracy to INT8 is replaced by the next")
+    p.add_argument("--ort-format", action="store_true",
+                   help="also write model.ort (ONNX Runtime Mobile, checked against model.onnx) and "
+                        "model.required_operators.config for a reduced ONNX Runtime build")
     p.add_argument("--device", help="torch device for training (default: cuda if available, else cpu)")
     add_force_flag(p)
     add_json_flag(p)
@@ -33,11 +40,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Exit 0 with the model within the budget; exit 3 (after printing the result) when none measured within it."""
+    from hwnas.errors import BudgetNotMet
     from hwnas.generate import generate
 
-    r = generate(args.budget_ms, args.out, data=args.data, space=args.space, table=args.table, force=args.force,
-                 epochs_scale=args.epochs_scale, device=args.device, progress=True, time_budget=args.time_budget,
-                 val_images=args.val_images)
+    try:
+        r = generate(args.budget_ms, args.out, data=args.data, space=args.space, table=args.table, force=args.force,
+                     epochs_scale=args.epochs_scale, device=args.device, progress=True, time_budget=args.time_budget,
+                     val_images=args.val_images, int8=args.int8, ort_format=args.ort_format)
+    except BudgetNotMet as e:
+        if e.result:
+            emit(args, e.result, human(e.result))
+        raise
     emit(args, r, human(r))
     return 0
 
@@ -47,7 +61,8 @@ def human(r: dict) -> str:
         f"wrote {r['onnx']} and {r['report']}",
         f"  budget        {r['budget_ms']:g} ms: measured {r['measured_latency_ms']:.3f} ms, predicted {r['predicted_latency_ms']:.3f} ms"
         + ("" if r["within_budget"] else "  (OVER BUDGET, see report)"),
-        f"  accuracy      {r['val_acc']:.4f} on the validation images (ONNX Runtime)",
+        f"  accuracy      {r['val_acc']:.4f} on the validation images (ONNX Runtime, {r.get('precision', 'fp32')})"
+        + (f"; fp32 {r['fp32_val_acc']:.4f} ({r['fp32_onnx']})" if r.get("fp32_onnx") else ""),
         f"  subnet        {r['space']} @ {r['subnet']['resolution']}, {r['macs'] / 1e6:.2f}M MACs, {r['params'] / 1e6:.3f}M params",
         f"  caches        table {r['cache']['table']}, supernet {r['cache']['supernet']}",
         "  seconds       " + ", ".join(f"{k} {v:.1f}" for k, v in r["stage_seconds"].items()) + f"; total {r['seconds']:.1f}",
@@ -55,5 +70,7 @@ def human(r: dict) -> str:
     if r.get("finetune"):
         ft = r["finetune"]
         lines.insert(4, f"  fine-tuned    {ft['seconds']:.0f} s ({ft['epochs']:.1f} epochs) from the supernet's weights")
+    if r.get("ort"):
+        lines.append(f"  ort           {r['ort']} (reduced-build operators: {r['ort_config']})")
     lines += [f"  warning: {w}" for w in r.get("warnings", [])]
     return "\n".join(lines)
