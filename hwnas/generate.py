@@ -349,6 +349,10 @@ def _generate(budget_ms: float, out: str | os.PathLike[str], *, data: str, space
     result = search_supernet(ckpt, table_path, [float(budget_ms), round(LOOKAHEAD * float(budget_ms), 6)], data, out_dir,
                              force=True, config=scfg,
                              val_images=val_images, log=(lambda m: _log(progress, f"search: {m}")))
+    from hwnas.search.report import plot_front
+
+    plot_front(result, out_dir / "pareto.png", f"{sp.name} on {data}: front found, budget {budget_ms:g} ms "
+               f"(greyed: above it)", budget_ms=float(budget_ms))
     stages["search"] = time.perf_counter() - t
 
     # 4. the front member to ship: a quick measured check (latency does not depend on the weights)
