@@ -278,3 +278,26 @@ def test_cli_time_budget_errors_exit_2(tmp_path, capsys):
     assert code == 2 and "--time-budget and --epochs-scale" in capsys.readouterr().err
     code = main(["generate", "--budget-ms", "1", "--out", str(tmp_path / "o"), "--val-images", "0"])
     assert code == 2 and "--val-images" in capsys.readouterr().err
+
+
+def test_next_candidate_walks_by_measurement_and_skips_tried_members():
+    """Over budget: the most accurate untried member whose prediction, scaled by the miss, fits; INT8 accuracy
+    miss (within budget): the next most accurate untried member that still fits; nothing left: None."""
+    from types import SimpleNamespace
+
+    from hwnas.generate import next_candidate
+    from hwnas.space import load_space
+
+    space = load_space("mbv3-tiny")
+    subs = [space.sample(seed=i) for i in range(5)]
+    front = [SimpleNamespace(subnet=s, predicted_latency_ms=lat, predicted_acc=acc)
+             for s, lat, acc in zip(subs, [1.0, 2.0, 3.0, 4.0, 5.0], [0.5, 0.6, 0.7, 0.8, 0.9])]
+    # the 5.0 ms member measured 7.5 (x1.5) against a 5.0 budget: members predicted <= 3.33 fit; the most accurate is 3.0
+    assert next_candidate(front, front[4], 7.5, 5.0) is front[2]
+    assert next_candidate(front, front[4], 7.5, 5.0, exclude=[subs[2]]) is front[1]
+    # within budget (an INT8 accuracy miss): the next most accurate that still fits, never one already tried
+    assert next_candidate(front, front[3], 4.0, 5.0) is front[4]
+    assert next_candidate(front, front[3], 4.0, 5.0, exclude=[subs[4]]) is front[2]
+    # nothing fits even corrected, but faster members exist: the fastest; none faster: None
+    assert next_candidate(front, front[1], 20.0, 5.0) is front[0]
+    assert next_candidate(front, front[0], 20.0, 5.0) is None
