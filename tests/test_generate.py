@@ -301,3 +301,13 @@ def test_next_candidate_walks_by_measurement_and_skips_tried_members():
     # nothing fits even corrected, but faster members exist: the fastest; none faster: None
     assert next_candidate(front, front[1], 20.0, 5.0) is front[0]
     assert next_candidate(front, front[0], 20.0, 5.0) is None
+
+
+def test_cli_int8_with_an_fp32_table_exits_2_before_any_work(tmp_path, capsys):
+    from pathlib import Path
+
+    table = Path(__file__).resolve().parents[1] / "latency_tables" / "mbv3-tiny-cpu-1t.json"
+    code = main(["generate", "--budget-ms", "0.1", "--out", str(tmp_path / "o"), "--int8", "--table", str(table)])
+    err = capsys.readouterr().err
+    assert code == 2 and "fp32 latency table" in err and "profile --int8" in err and "Traceback" not in err
+    assert not (tmp_path / "o" / "model.onnx").exists()
