@@ -562,13 +562,13 @@ def export_within_budget(net: Any, ds: Any, tab: Any, front: list[Any], first: A
             measured = max(exp.deployed_latency_ms, again)
             fits = measured <= budget_ms * (1 + BUDGET_TOLERANCE) or not local
             change = exp.int8_acc_change if int8 else None
-            acc_ok = change is None or change >= -INT8_MAX_DROP
+            acc_ok = int8_keeps_accuracy(change)
             att = Attempt(subnet=cand.subnet.model_dump(mode="json"), predicted_acc=cand.predicted_acc,
                           predicted_latency_ms=cand.predicted_latency_ms, measured_latency_ms=measured, within_budget=fits,
                           kind="export", int8_acc_change=change)
             _log(progress, f"measure: delivered file {exp.deployed_latency_ms:.3f} ms, again {again:.3f} ms: "
                            + ("within" if fits else "over") + f" the {budget_ms:g} ms budget"
-                           + ("" if acc_ok else f"; INT8 loses {-change:.2%} accuracy (more than {INT8_MAX_DROP:.0%})"))
+                           + ("" if acc_ok else f"; INT8 loses {-100 * change:.2f} points of accuracy (more than {100 * INT8_MAX_DROP:g})"))
             tried.append((cand, exp, folder, att))
             attempts.append(att)
             if fits and acc_ok:
@@ -579,19 +579,24 @@ def export_within_budget(net: Any, ds: Any, tab: Any, front: list[Any], first: A
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def int8_keeps_accuracy(change: float | None) -> bool:
+    """INT8 minus fp32 accuracy is acceptable (no INT8 model, or a loss of at most INT8_MAX_DROP; exact ties count)."""
+    return change is None or change >= -INT8_MAX_DROP - 1e-9
+
+
 def _deliver(tried: list[tuple[Any, Any, Path, Attempt]], attempts: list[Attempt], budget_ms: float, out_dir: Path,
              int8: bool) -> Delivery:
     """Pick among the exported candidates (within budget and accuracy, else within budget with the best INT8
     accuracy, else the fastest: over budget) and move its files into `out_dir` under the right name."""
     notes: list[str] = []
-    good = [t for t in tried if t[3].within_budget and (t[3].int8_acc_change is None or t[3].int8_acc_change >= -INT8_MAX_DROP)]
+    good = [t for t in tried if t[3].within_budget and int8_keeps_accuracy(t[3].int8_acc_change)]
     fitting = [t for t in tried if t[3].within_budget]
     fastest = min(t[3].measured_latency_ms for t in tried)
     if good:
         pick = good[0]
     elif fitting:
         pick = max(fitting, key=lambda t: t[3].int8_acc_change or 0.0)
-        notes.append(f"every candidate tried loses more than {INT8_MAX_DROP:.0%} accuracy when quantised to INT8; the one that "
+        notes.append(f"every candidate tried loses more than {100 * INT8_MAX_DROP:g} point(s) of accuracy when quantised to INT8; the one that "
                      f"loses least ({pick[3].int8_acc_change:+.2%}) is delivered")
     else:
         pick = min(tried, key=lambda t: t[3].measured_latency_ms)
@@ -722,7 +727,7 @@ def render_report(res: GenerateResult, exp: Any, tab: Any, space: Any, search: A
         lines += [f"INT8: accuracy {exp.int8_val_acc:.2%} ({drop:+.2%} vs the fp32 model of the same subnet, "
                   f"{exp.val_acc:.2%}), latency {exp.int8_measured_latency_ms:.3f} ms vs {exp.measured_latency_ms:.3f} ms fp32"
                   + (f" (`{Path(res.fp32_onnx).name}` is the fp32 model)." if res.fp32_onnx else ".")
-                  + (f" **The INT8 model loses more than {INT8_MAX_DROP:.0%} of accuracy.**" if drop < -INT8_MAX_DROP else ""), ""]
+                  + ("" if int8_keeps_accuracy(drop) else f" **The INT8 model loses more than {100 * INT8_MAX_DROP:g} point(s) of accuracy.**"), ""]
     if res.ort:
         lines += [f"ONNX Runtime Mobile: `{Path(res.ort).name}` (outputs checked equal to the ONNX model's) and "
                   f"`{Path(res.ort_config).name}` (operators for a reduced build: `--include_ops_by_config`).", ""]
@@ -730,7 +735,7 @@ def render_report(res: GenerateResult, exp: Any, tab: Any, space: Any, search: A
     lines += ["## Budget check", "",
               f"Candidates were timed as deployed (`check`: the graph with untrained weights, before fine-tuning; `export`: the "
               f"delivered file, measured twice, the slower counts); {n_exp} export attempt(s), at most {MAX_EXPORT_ATTEMPTS}"
-              + (f"; an INT8 model losing more than {INT8_MAX_DROP:.0%} accuracy sends the search to the next candidate" if res.precision == "int8" else "")
+              + (f"; an INT8 model losing more than {100 * INT8_MAX_DROP:g} point(s) of accuracy sends generate to the next candidate" if res.precision == "int8" else "")
               + ":", "",
               _md_table(["attempt", "kind", "predicted ms", "measured ms", "predicted acc", "INT8 acc change", "within budget", "delivered"],
                         [[str(i + 1), a.kind, f"{a.predicted_latency_ms:.3f}", f"{a.measured_latency_ms:.3f}",

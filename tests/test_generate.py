@@ -303,6 +303,34 @@ def test_next_candidate_walks_by_measurement_and_skips_tried_members():
     assert next_candidate(front, front[0], 20.0, 5.0) is None
 
 
+def test_int8_accuracy_drop_sends_generate_to_the_next_candidate(first_run, tiny_folder, tmp_path, monkeypatch):
+    """The first INT8 export 'loses' 5 points: it is reported and another candidate is exported (bounded);
+    the delivered one is the first that keeps its accuracy, or, if none does, the report says so."""
+    import hwnas.export as ex
+    from hwnas.generate import MAX_EXPORT_ATTEMPTS, generate
+
+    real = ex.export_subnet
+    calls: list[dict] = []
+
+    def lossy_first(*a, **k):
+        r = real(*a, **k)
+        calls.append(r.subnet)
+        return r.model_copy(update={"int8_acc_change": -0.05}) if len(calls) == 1 else r.model_copy(update={"int8_acc_change": 0.0})
+
+    monkeypatch.setattr(ex, "export_subnet", lossy_first)
+    out = tmp_path / "drop"
+    r = generate(10.0, out, data=tiny_folder, int8=True, **KW)
+    exports = [a for a in r["attempts"] if a["kind"] == "export"]
+    assert exports[0]["int8_acc_change"] == -0.05 and not exports[0]["accepted"]
+    assert 1 <= len(exports) <= MAX_EXPORT_ATTEMPTS
+    if len(exports) > 1:  # another front member existed: it was exported and delivered
+        assert exports[1]["subnet"] != exports[0]["subnet"] and exports[1]["accepted"]
+        assert read_metadata(out / "model.onnx").subnet == exports[1]["subnet"] == r["subnet"]
+    else:
+        assert any("loses more than 1 point" in w for w in r["warnings"])
+    assert "-5.00%" in (out / "report.md").read_text()
+
+
 def test_cli_int8_with_an_fp32_table_exits_2_before_any_work(tmp_path, capsys):
     from pathlib import Path
 
