@@ -96,7 +96,7 @@ class GenerateResult(BaseModel):
     fp32_onnx: str | None = Field(default=None, description="with --int8: the fp32 model of the same subnet (model.fp32.onnx)")
     fp32_val_acc: float | None = None
     int8_acc_change: float | None = Field(default=None, description="INT8 minus fp32 validation accuracy (0..1)")
-    export_latency_ms: float | None = Field(default=None, description="the export's own measurement; measured_latency_ms is the re-measurement")
+    export_latency_ms: float | None = Field(default=None, description="the export's own measurement; measured_latency_ms is the slower of it and a re-measurement of the delivered file")
     ort: str | None = Field(default=None, description="with --ort-format: model.ort (ONNX Runtime Mobile)")
     ort_config: str | None = Field(default=None, description="with --ort-format: the reduced-build operator config")
     warnings: list[str] = Field(default_factory=list)
@@ -427,7 +427,7 @@ def _generate(budget_ms: float, out: str | os.PathLike[str], *, data: str, space
 
         raise BudgetNotMet(
             f"no candidate measured within the {budget_ms:g} ms budget after {len(attempts)} attempt(s): the fastest measured "
-            f"{delivery.fastest_ms:.3f} ms; the model is left only as {files['onnx']} (see {report_path})",
+            f"{delivery.fastest_ms:.4f} ms; the model is left only as {files['onnx']} (see {report_path})",
             res.model_dump(mode="json"))
     _log(progress, f"done in {res.seconds:.1f} s: {files['onnx']} measured {res.measured_latency_ms:.3f} ms "
                    f"(budget {budget_ms:g} ms), validation accuracy {res.val_acc:.4f}; report {report_path}")
@@ -615,7 +615,7 @@ def _deliver(tried: list[tuple[Any, Any, Path, Attempt]], attempts: list[Attempt
             files[role] = dst
     if not within:
         notes.append(f"no candidate measured within the {budget_ms:g} ms budget after {len(attempts)} attempt(s); the fastest "
-                     f"measured {fastest:.3f} ms and is left only as {files['onnx'].name}")
+                     f"measured {fastest:.4f} ms and is left only as {files['onnx'].name}")
     return Delivery(export=exp, attempts=attempts, files=files, within_budget=within, measured_ms=att.measured_latency_ms,
                     export_ms=exp.deployed_latency_ms, fastest_ms=fastest, predicted_acc=cand.predicted_acc, warnings=notes)
 

@@ -184,7 +184,7 @@ def test_no_candidate_within_budget_exits_3_and_leaves_only_the_over_budget_mode
     exports = [a for a in r["attempts"] if a["kind"] == "export"]
     fastest = min(a["measured_latency_ms"] for a in r["attempts"])
     assert 1 <= len(exports) <= gen.MAX_EXPORT_ATTEMPTS and not any(a["within_budget"] for a in r["attempts"])
-    assert f"{fastest:.3f} ms" in cap.err and "model.over-budget.onnx" in cap.err and "Traceback" not in cap.err
+    assert f"{fastest:.4f} ms" in cap.err and "model.over-budget.onnx" in cap.err and "Traceback" not in cap.err
     assert read_metadata(out / "model.over-budget.onnx").subnet == r["subnet"]
     assert "no candidate measured within it" in (out / "report.md").read_text()
 
