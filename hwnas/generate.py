@@ -559,9 +559,10 @@ def export_within_budget(net: Any, ds: Any, tab: Any, front: list[Any], first: A
             exp = export_subnet(net, cand.subnet, ds, folder / ("model.fp32.onnx" if int8 else "model.onnx"), table=tab, int8=int8,
                                 int8_out=folder / "model.onnx" if int8 else None, ort_format=ort_format, force=True,
                                 predicted_acc=cand.predicted_acc, progress=progress, weights=weights)
-            # once more, the delivered file called as an application calls it (session.run, numpy in and out)
-            again = measure_as_called(folder / "model.onnx", cand.subnet.resolution, net.space.in_channels, exp.threads,
-                                      exp.provider, tab.protocol)
+            # once more, the delivered file called as an application calls it (session.run, numpy in and out); the
+            # lower of two such medians, since a burst of load on a shared machine only ever adds time
+            again = min(measure_as_called(folder / "model.onnx", cand.subnet.resolution, net.space.in_channels, exp.threads,
+                                          exp.provider, tab.protocol) for _ in range(2))
             measured = max(exp.deployed_latency_ms, again)
             fits = measured <= budget_ms * (1 + BUDGET_TOLERANCE) or not local
             change = exp.int8_acc_change if int8 else None
