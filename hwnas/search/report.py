@@ -81,7 +81,7 @@ def plot_front(result: SearchResult, path: str | Path, title: str, budget_ms: fl
         if data["front_over"]:
             ol, oa = zip(*data["front_over"])
             ax.plot(ol, oa, "-o", color="#9e9e9e", ms=3.5, lw=1.2, drawstyle="steps-post",
-                    label=f"front above the budget ({len(ol)}): what more time buys")
+                    label=f"front above the budget ({len(ol)}): what a larger budget buys")
         colors = ["#c0392b", "#d35400", "#8e44ad", "#16a085", "#2c3e50"]
         for i, b in enumerate(b for b in result.best if budget_ms is None or b.budget_ms <= budget_ms):
             c = colors[i % len(colors)]
