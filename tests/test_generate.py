@@ -140,6 +140,7 @@ def test_measured_over_budget_falls_back_to_a_faster_front_member(first_run, tin
         return budget * 2 if len(calls) == 1 else budget * 0.5
 
     monkeypatch.setattr(core, "measure_model", fake_measure)
+    monkeypatch.setattr(core, "measure_as_called", fake_measure)
     out = tmp_path / "run3"
     r = generate(budget, out, data=tiny_folder, **KW)
     pareto = json.loads((out / "pareto.json").read_text())
@@ -150,6 +151,7 @@ def test_measured_over_budget_falls_back_to_a_faster_front_member(first_run, tin
     if faster:  # a quick check of the next faster member, then its export (measured twice) is delivered
         assert [a["kind"] for a in r["attempts"]] == ["check", "check", "export"]
         assert r["within_budget"] and r["measured_latency_ms"] == budget * 0.5 and r["attempts"][-1]["accepted"]
+        assert len(calls) == 5  # 2 checks, the export's measurement, 2 as-called re-measurements of the delivered file
         assert r["attempts"][1]["predicted_latency_ms"] < r["attempts"][0]["predicted_latency_ms"]
         exported = read_metadata(out / "model.onnx").subnet
         assert exported == r["attempts"][1]["subnet"] == r["attempts"][2]["subnet"] == json.loads((out / "best.json").read_text())
@@ -170,6 +172,7 @@ def test_no_candidate_within_budget_exits_3_and_leaves_only_the_over_budget_mode
         return budget * 3 - next(measured) * 0.01  # always over; later candidates a little faster
 
     monkeypatch.setattr(stages, "measure_model", fake_measure)
+    monkeypatch.setattr(stages, "measure_as_called", fake_measure)
     real = gen.generate
     monkeypatch.setattr(gen, "generate", lambda b, o, **k: real(b, o, **{**k, **KW}))
     out = tmp_path / "over"
