@@ -104,6 +104,8 @@ class GenerateResult(BaseModel):
     time_budget_s: float | None = None
     finetune: dict[str, Any] | None = Field(default=None, description="the chosen subnet's fine-tuning: seconds, epochs, iterations, images/s, recipe")
     schedule: str = ""
+    route: str = Field(default="supernet", description="supernet (train or reuse, search, fine-tune) or direct (no supernet: "
+                       "the time budget could not train one; a subnet chosen by rule and trained from scratch)")
 
 
 def _log(progress: bool, msg: str) -> None:
@@ -157,8 +159,10 @@ def cached_table(space, *, threads: int = 1, provider: str = "CPUExecutionProvid
     path = cache_dir("tables") / f"{space.name}-{key}.json"
     if path.is_file():
         try:
-            load_table(path, space)
-            return path, True
+            cached = load_table(path, space)
+            if cached.noise is None or cached.noise.trusted:
+                return path, True
+            _log(progress, f"note: the cached table was measured on a busy machine ({cached.noise.reason}); measuring again")
         except UserError as e:  # damaged cache entry: measure again rather than fail
             _log(progress, f"note: ignoring a damaged cached table ({e})")
     from hwnas.latency import profile_space
@@ -220,6 +224,7 @@ def generate(
     device: str | None = None,
     time_budget: float | str | None = None,
     val_images: int | None = None,
+    force_table: bool = False,
     int8: bool = False,
     ort_format: bool = False,
 ) -> dict[str, Any]:
@@ -247,7 +252,7 @@ def generate(
         return _generate(budget_ms, out, data=data, space=space, table=table, force=force, progress=progress,
                          epochs_scale=epochs_scale, train_config=train_config, profile_resolutions=profile_resolutions,
                          search_options=search_options, device=device, time_budget=time_budget, val_images=val_images,
-                         int8=int8, ort_format=ort_format)
+                         force_table=force_table, int8=int8, ort_format=ort_format)
     finally:
         torch.set_num_threads(threads)
 
@@ -255,7 +260,7 @@ def generate(
 def _generate(budget_ms: float, out: str | os.PathLike[str], *, data: str, space: str, table: Any, force: bool,
               progress: bool, epochs_scale: float, train_config: Any, profile_resolutions: list[int] | None,
               search_options: dict[str, Any] | None, device: str | None, time_budget: float | str | None,
-              val_images: int | None, int8: bool, ort_format: bool) -> dict[str, Any]:
+              val_images: int | None, force_table: bool, int8: bool, ort_format: bool) -> dict[str, Any]:
     import math
 
     t0 = time.perf_counter()
@@ -295,7 +300,8 @@ def _generate(budget_ms: float, out: str | os.PathLike[str], *, data: str, space
 
     # 1. latency table
     t = time.perf_counter()
-    from hwnas.latency import LatencyPredictor, load_table
+    from hwnas.latency import latency_model, load_table
+    from hwnas.latency.table import check_trusted
 
     if table is not None:
         table_path, table_cache = Path(table), "given"
@@ -307,16 +313,44 @@ def _generate(budget_ms: float, out: str | os.PathLike[str], *, data: str, space
         table_path, hit = cached_table(sp, int8=int8, resolutions=profile_resolutions, progress=progress)
         table_cache = "hit" if hit else "miss"
         tab = load_table(table_path, sp)
+    check_trusted(tab, table_path, force=force_table)
     if tab.int8 and not int8:
         _log(progress, "note: the latency table is for INT8 models, so the INT8 model is delivered (as with --int8)")
     int8 = bool(tab.int8)
-    predictor = LatencyPredictor(tab, sp)
+    predictor = latency_model(tab, sp)
     min_ms = predictor.min_latency_ms()
     stages["profile"] = time.perf_counter() - t
     _log(progress, f"table: {table_path} ({table_cache}); fastest subnet predicted {min_ms:.3f} ms")
     if budget_ms < min_ms:
         raise UserError(f"--budget-ms {budget_ms:g}: no subnet of '{sp.name}' is that fast on this target; the fastest is "
                         f"predicted at {min_ms:.3f} ms, so use --budget-ms {math.ceil(min_ms * 1000) / 1000:g} or more")
+
+    local = table_is_local(tab)
+    direct = None
+    if budget_s is not None and train_config is None:
+        # a supernet is worth training only if its share of the time buys it enough epochs (probed, not guessed)
+        t = time.perf_counter()
+        from hwnas.train.api import supernet_epochs_for
+
+        sn_epochs = supernet_epochs_for(sp, ds, cfg, TRAIN_SHARE * budget_s, device)
+        stages["plan"] = time.perf_counter() - t
+        if sn_epochs < MIN_SUPERNET_EPOCHS:
+            t = time.perf_counter()
+            from hwnas.generate_direct import run_direct
+            from hwnas.supernet import Supernet
+
+            fresh = Supernet(sp)  # untrained: the network structure for timing and export only
+
+            direct = run_direct(sp, tab, predictor, ds, float(budget_ms), deadline=t0 + budget_s, local=local,
+                                supernet_epochs=sn_epochs, device=device, progress=progress,
+                                log=lambda m: _log(progress, m), attempt_cls=Attempt, tolerance=BUDGET_TOLERANCE,
+                                reserve_s=lambda sub: export_reserve_s(fresh, ds, sub))
+            stages["direct"] = time.perf_counter() - t
+            warnings.append(direct.reason)
+    if direct is not None:
+        return _finish_direct(direct, sp, tab, predictor, ds, float(budget_ms), out_dir, data=data, table_path=table_path,
+                              table_cache=table_cache, local=local, stages=stages, warnings=warnings, t0=t0,
+                              budget_s=budget_s, cfg=cfg, progress=progress, int8=int8, ort_format=ort_format)
 
     # 2. supernet
     t = time.perf_counter()
@@ -358,7 +392,6 @@ def _generate(budget_ms: float, out: str | os.PathLike[str], *, data: str, space
 
     # 4. the front member to ship: a quick measured check (latency does not depend on the weights)
     t = time.perf_counter()
-    local = table_is_local(tab)
     if not local:
         warnings.append("the latency table was measured on another target, so the latency measured here does not decide "
                         "the budget check; the predicted latency is the target's")
@@ -413,26 +446,77 @@ def _generate(budget_ms: float, out: str | os.PathLike[str], *, data: str, space
         pareto=str(out_dir / "pareto.json"), plot=str(out_dir / "pareto.png"), space=sp.name, data=data,
         subnet=exp.subnet, macs=exp.macs, params=exp.params, table=str(table_path), supernet=str(ckpt),
         cache={"table": table_cache, "supernet": sup_cache}, stage_seconds=stages, attempts=attempts,
-        precision="int8" if int8 else "fp32", fp32_onnx=str(files["fp32"]) if "fp32" in files else None,
-        fp32_val_acc=exp.val_acc, int8_acc_change=exp.int8_acc_change if int8 else None,
-        export_latency_ms=delivery.export_ms, ort=str(files["ort"]) if "ort" in files else None,
-        ort_config=str(files["ort_config"]) if "ort_config" in files else None,
-        warnings=warnings, time_budget_s=budget_s, finetune=finetune, schedule=cfg.schedule,
+        **_delivery_fields(delivery, int8), warnings=warnings, time_budget_s=budget_s, finetune=finetune, schedule=cfg.schedule,
     )
     write_text(report_path, render_report(res, exp, tab, sp, result, cfg, list(ds.mean), list(ds.std)))
     res.stage_seconds["report"] = time.perf_counter() - t
     res.seconds = time.perf_counter() - t0
     write_text(report_path, render_report(res, exp, tab, sp, result, cfg, list(ds.mean), list(ds.std)))  # with the final timings
-    if not res.within_budget:
-        from hwnas.errors import BudgetNotMet
-
-        raise BudgetNotMet(
-            f"no candidate measured within the {budget_ms:g} ms budget after {len(attempts)} attempt(s): the fastest measured "
-            f"{delivery.fastest_ms:.4f} ms; the model is left only as {files['onnx']} (see {report_path})",
-            res.model_dump(mode="json"))
+    _raise_if_over(res, delivery, budget_ms, report_path)
     _log(progress, f"done in {res.seconds:.1f} s: {files['onnx']} measured {res.measured_latency_ms:.3f} ms "
                    f"(budget {budget_ms:g} ms), validation accuracy {res.val_acc:.4f}; report {report_path}")
     return res.model_dump(mode="json")
+
+
+def _finish_direct(direct: Any, sp: Any, tab: Any, predictor: Any, ds: Any, budget_ms: float, out_dir: Path, *, data: str,
+                   table_path: Path, table_cache: str, local: bool, stages: dict[str, float], warnings: list[str], t0: float,
+                   budget_s: float, cfg: Any, progress: bool, int8: bool = False, ort_format: bool = False) -> dict[str, Any]:
+    """Deliver the directly trained subnet like any other (export_within_budget: measured, exit 3 when over),
+    write the search-style outputs and the report."""
+    from types import SimpleNamespace
+
+    from hwnas.generate_direct import write_direct_outputs
+    from hwnas.supernet import Supernet
+
+    t = time.perf_counter()
+    cand = SimpleNamespace(subnet=direct.subnet, predicted_latency_ms=direct.predicted_latency_ms, predicted_acc=None)
+    delivery = export_within_budget(Supernet(sp), ds, tab, [], cand, direct.attempts, budget_ms, out_dir, local=local,
+                                    int8=int8, ort_format=ort_format, tuned=direct.weights, progress=progress)
+    exp, attempts, files = delivery.export, delivery.attempts, delivery.files
+    stages["export"] = time.perf_counter() - t
+    warnings.extend(exp.warnings)
+    warnings.extend(delivery.warnings)
+    val_acc = exp.int8_val_acc if int8 and exp.int8_val_acc is not None else exp.val_acc
+    write_direct_outputs(direct, sp, predictor, val_acc, budget_ms, out_dir,
+                         f"{sp.name} on {data}: no supernet (time budget too short); candidates within {budget_ms:g} ms")
+    report_path = out_dir / "report.md"
+    res = GenerateResult(
+        onnx=str(files["onnx"]), report=str(report_path), measured_latency_ms=delivery.measured_ms,
+        predicted_latency_ms=direct.predicted_latency_ms, val_acc=val_acc, budget_ms=budget_ms,
+        seconds=time.perf_counter() - t0, within_budget=delivery.within_budget, val_acc_torch=exp.val_acc_torch,
+        predicted_acc=None, max_abs_diff=exp.max_abs_diff, best=str(out_dir / "best.json"),
+        pareto=str(out_dir / "pareto.json"), plot=str(out_dir / "pareto.png"), space=sp.name, data=data,
+        subnet=exp.subnet, macs=exp.macs, params=exp.params, table=str(table_path), supernet="",
+        cache={"table": table_cache, "supernet": "skipped"}, stage_seconds=stages, attempts=attempts,
+        **_delivery_fields(delivery, int8), warnings=warnings, time_budget_s=budget_s, finetune=direct.train,
+        schedule="", route="direct",
+    )
+    write_text(report_path, render_report(res, exp, tab, sp, None, cfg, list(ds.mean), list(ds.std)))
+    _raise_if_over(res, delivery, budget_ms, report_path)
+    _log(progress, f"done in {res.seconds:.1f} s: {files['onnx']} measured {res.measured_latency_ms:.3f} ms (budget {budget_ms:g} ms), "
+                   f"validation accuracy {val_acc:.4f}; report {report_path}")
+    return res.model_dump(mode="json")
+
+
+def _delivery_fields(delivery: Delivery, int8: bool) -> dict[str, Any]:
+    """GenerateResult fields that describe what export_within_budget delivered (precision, fp32 twin, .ort)."""
+    exp, files = delivery.export, delivery.files
+    return dict(precision="int8" if int8 else "fp32", fp32_onnx=str(files["fp32"]) if "fp32" in files else None,
+                fp32_val_acc=exp.val_acc, int8_acc_change=exp.int8_acc_change if int8 else None,
+                export_latency_ms=delivery.export_ms, ort=str(files["ort"]) if "ort" in files else None,
+                ort_config=str(files["ort_config"]) if "ort_config" in files else None)
+
+
+def _raise_if_over(res: GenerateResult, delivery: Delivery, budget_ms: float, report_path: Path) -> None:
+    """BudgetNotMet (CLI exit 3, the result attached for --json) when the delivered model is over the budget."""
+    if res.within_budget:
+        return
+    from hwnas.errors import BudgetNotMet
+
+    raise BudgetNotMet(
+        f"no candidate measured within the {budget_ms:g} ms budget after {len(res.attempts)} attempt(s): the fastest measured "
+        f"{delivery.fastest_ms:.4f} ms; the model is left only as {delivery.files['onnx']} (see {report_path})",
+        res.model_dump(mode="json"))
 
 
 def sized_search(net: Any, ds: Any, seconds: float, val_images: int) -> Any:
@@ -555,7 +639,8 @@ def export_within_budget(net: Any, ds: Any, tab: Any, front: list[Any], first: A
         while cand is not None and len(tried) < MAX_EXPORT_ATTEMPTS:
             folder = staging / f"attempt{len(tried) + 1}"
             folder.mkdir()
-            _log(progress, f"export: candidate {len(tried) + 1} predicted {cand.predicted_latency_ms:.3f} ms, accuracy {cand.predicted_acc:.4f}")
+            acc_txt = f", accuracy {cand.predicted_acc:.4f}" if cand.predicted_acc is not None else ""
+            _log(progress, f"export: candidate {len(tried) + 1} predicted {cand.predicted_latency_ms:.3f} ms{acc_txt}")
             exp = export_subnet(net, cand.subnet, ds, folder / ("model.fp32.onnx" if int8 else "model.onnx"), table=tab, int8=int8,
                                 int8_out=folder / "model.onnx" if int8 else None, ort_format=ort_format, force=True,
                                 predicted_acc=cand.predicted_acc, progress=progress, weights=weights)
@@ -705,8 +790,11 @@ def render_report(res: GenerateResult, exp: Any, tab: Any, space: Any, search: A
     lines = [
         f"# hwnas model report: {res.budget_ms:g} ms budget",
         "",
-        f"`{Path(res.onnx).name}` ({precision}) is the most accurate subnet of `{res.space}` that the search found under "
-        f"**{res.budget_ms:g} ms**, trained and validated on `{res.data}`. Measured, it takes "
+        (f"`{Path(res.onnx).name}` ({precision}) is the most accurate subnet of `{res.space}` that the search found under "
+         if res.route == "supernet" else
+         f"`{Path(res.onnx).name}` ({precision}) is a subnet of `{res.space}` chosen without a supernet (the time budget "
+         f"was too short to train one; see below) and trained from scratch, under ")
+        + f"**{res.budget_ms:g} ms**, trained and validated on `{res.data}`. Measured, it takes "
         f"**{res.measured_latency_ms:.3f} ms** per image and {verdict}; validation accuracy through ONNX Runtime is "
         f"**{res.val_acc:.2%}**.",
         "",
@@ -763,13 +851,16 @@ def render_report(res: GenerateResult, exp: Any, tab: Any, space: Any, search: A
         "",
         "![Pareto front](pareto.png)",
         "",
-        f"The search looked up to {LOOKAHEAD:g}× the budget so the plot shows what a larger budget would buy: front "
-        f"members above the {res.budget_ms:g} ms budget are greyed (`best-{LOOKAHEAD * res.budget_ms:g}ms.json` is the best "
-        "subnet there).",
-        "",
-        f"The search scored {search.evaluations_real} subnets on the validation data (and {search.evaluations_predicted} "
-        f"with its accuracy predictor); the front has {len(search.front)} members (`pareto.json`), hypervolume "
-        f"{search.hypervolume:.4g}.",
+        *([f"The search looked up to {LOOKAHEAD:g}× the budget so the plot shows what a larger budget would buy: front "
+           f"members above the {res.budget_ms:g} ms budget are greyed (`best-{LOOKAHEAD * res.budget_ms:g}ms.json` is the best "
+           "subnet there).", ""] if search is not None else []),
+        (f"The search scored {search.evaluations_real} subnets on the validation data (and {search.evaluations_predicted} "
+         f"with its accuracy predictor); the front has {len(search.front)} members (`pareto.json`), hypervolume "
+         f"{search.hypervolume:.4g}." if search is not None else
+         f"No search: {res.finetune.get('candidates', 0) if res.finetune else 0} subnets at the data's resolution are predicted "
+         f"within the budget (the plot shows them by latency and MACs); without a supernet nothing predicts their accuracy, so "
+         f"the largest that trains at least {res.finetune.get('min_epochs', 0) if res.finetune else 0:g} epochs in the time "
+         f"left was trained, and `pareto.json` holds it with its measured accuracy."),
         "",
         "## Time per stage",
         "",
@@ -777,6 +868,8 @@ def render_report(res: GenerateResult, exp: Any, tab: Any, space: Any, search: A
             ["load data", f"{res.stage_seconds.get('data', 0):.1f}", "-"],
             ["latency table (profile)", f"{res.stage_seconds.get('profile', 0):.1f}", res.cache["table"]],
             ["supernet (train)", f"{res.stage_seconds.get('train', 0):.1f}", res.cache["supernet"]],
+            ["plan (is a supernet worth training?)", f"{res.stage_seconds.get('plan', 0):.1f}", "-"],
+            ["direct: choose, measure, train from scratch", f"{res.stage_seconds.get('direct', 0):.1f}", "-"],
             ["search", f"{res.stage_seconds.get('search', 0):.1f}", "-"],
             ["measure candidates", f"{res.stage_seconds.get('measure', 0):.1f}", "-"],
             ["fine-tune the chosen subnet", f"{res.stage_seconds.get('finetune', 0):.1f}", "-"],
@@ -790,10 +883,15 @@ def render_report(res: GenerateResult, exp: Any, tab: Any, space: Any, search: A
         f"- machine: {fp.cpu_model}, {fp.cores} cores, {fp.os}; ONNX Runtime {fp.onnxruntime}, {fp.provider}, "
         f"{fp.threads} thread(s), batch {fp.batch}",
         f"- latency table: `{res.table}` ({res.cache['table']})",
-        f"- supernet: `{res.supernet}` ({res.cache['supernet']}), {cfg.schedule} schedule"
-        + (f" planned for {TRAIN_SHARE:.0%} of the {res.time_budget_s:.0f} s time budget" if res.time_budget_s else
-           f", {cfg.total_epochs:g} epochs"),
-        (f"- fine-tuning: {res.finetune['seconds']:.0f} s, {res.finetune['epochs']:.2f} epochs from the inherited weights"
+        (f"- supernet: `{res.supernet}` ({res.cache['supernet']}), {cfg.schedule} schedule"
+         + (f" planned for {TRAIN_SHARE:.0%} of the {res.time_budget_s:.0f} s time budget" if res.time_budget_s else
+            f", {cfg.total_epochs:g} epochs") if res.route == "supernet" else
+         f"- no supernet (direct route): one would have trained {res.finetune['supernet_epochs']:.2f} epochs in "
+         f"{TRAIN_SHARE:.0%} of the {res.time_budget_s:.0f} s time budget, fewer than the {MIN_SUPERNET_EPOCHS} its "
+         f"accuracies need"),
+        (f"- training: {res.finetune['seconds']:.0f} s, {res.finetune['epochs']:.2f} epochs from scratch "
+         f"(lr {res.finetune['recipe']['lr']})" if res.route == "direct" else
+         f"- fine-tuning: {res.finetune['seconds']:.0f} s, {res.finetune['epochs']:.2f} epochs from the inherited weights"
          if res.finetune else "- no fine-tuning: the model has the supernet's weights"),
         f"- hwnas {__version__}",
         "",

@@ -63,6 +63,10 @@ def main() -> int:
                 "bias_pct": r["bias_pct"], "noise_floor_pct": r["noise_floor_pct"], "rmse_ms": r["rmse_ms"],
                 "err_over_noise": r["median_abs_err_pct"] / max(r["noise_floor_pct"], 1e-9),
                 "measured_ms_min": r["measured_ms_min"], "measured_ms_max": r["measured_ms_max"],
+                "front_samples": r["front_samples"], "front_within_5pct": r["front_within_5pct"],
+                "front_within_10pct": r["front_within_10pct"], "front_kendall_tau": r["front_kendall_tau"],
+                "front_median_abs_err_pct": r["front_median_abs_err_pct"], "front_bias_pct": r["front_bias_pct"],
+                "front_ms_min": r["front_measured_ms_min"], "front_ms_max": r["front_measured_ms_max"],
                 "raw_sum_bias_pct": table.calibration.raw_sum_bias_pct, "calibration_fit_mape_pct": table.calibration.fit_mape * 100,
                 "min_latency_ms": pred.min_latency_ms(), "validate_s": r["seconds"],
                 "pairs": list(zip(r["_predicted"], r["_measured"], r["_measured_again"])),
@@ -70,15 +74,19 @@ def main() -> int:
             rows.append(row)
             _dump(a, out_dir, fp, rows)  # after every configuration: a cut-short run keeps what it measured
             print(f"[{name} {th}t] within5 {row['within_5pct']:.3f} within10 {row['within_10pct']:.3f} tau {row['kendall_tau']:.3f} "
-                  f"medAE {row['median_abs_err_pct']:.2f}% noise {row['noise_floor_pct']:.2f}% table {row['profile_s']:.0f}s", flush=True)
-    hdr = ("space", "thr", "entries", "table s", "n", "ms range", "<=5%", "<=10%", "tau", "MAPE%", "medAE%", "noise%", "medAE/noise", "sum bias%")
+                  f"medAE {row['median_abs_err_pct']:.2f}% | front within5 {row['front_within_5pct']:.3f} "
+                  f"within10 {row['front_within_10pct']:.3f} tau {row['front_kendall_tau']:.3f} | noise {row['noise_floor_pct']:.2f}% table {row['profile_s']:.0f}s", flush=True)
+    hdr = ("space", "thr", "entries", "table s", "n", "ms range", "<=5%", "<=10%", "tau", "MAPE%", "medAE%", "noise%", "medAE/noise", "sum bias%",
+           "front ms", "front <=5%", "front <=10%", "front tau", "front bias%")
     print("\n| " + " | ".join(hdr) + " |")
     print("|" + "---|" * len(hdr))
     for r in rows:
         print(f"| {r['space']} | {r['threads']} | {r['entries']} | {r['profile_s']:.0f} | {r['samples']} | "
               f"{r['measured_ms_min']:.2f}-{r['measured_ms_max']:.2f} | {r['within_5pct'] * 100:.1f}% | {r['within_10pct'] * 100:.1f}% | "
               f"{r['kendall_tau']:.3f} | {r['mape_pct']:.2f} | {r['median_abs_err_pct']:.2f} | {r['noise_floor_pct']:.2f} | "
-              f"{r['err_over_noise']:.2f} | {r['raw_sum_bias_pct']:+.1f} |")
+              f"{r['err_over_noise']:.2f} | {r['raw_sum_bias_pct']:+.1f} | {r['front_ms_min']:.3f}-{r['front_ms_max']:.3f} | "
+              f"{r['front_within_5pct'] * 100:.1f}% | {r['front_within_10pct'] * 100:.1f}% | {r['front_kendall_tau']:.3f} | "
+              f"{r['front_bias_pct']:+.1f} |")
     print(f"\nnumbers: {_dump(a, out_dir, fp, rows)}")
     return 0
 

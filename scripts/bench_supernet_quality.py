@@ -64,6 +64,7 @@ import numpy as np
 import torch
 import yaml
 
+from hwnas.latency.pieces import tilted_sample
 from hwnas.space import Space, Subnet, build_plan, load_space, plan_cost, with_classes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -223,13 +224,13 @@ def _fresh_net(space: dict[str, Any], subnet: dict[str, Any], data: str, seed: i
 
 
 def train_alone_job(*, out: str, space: dict[str, Any], subnet: dict[str, Any], data: str, epochs: float,
-                    seed: int, index: int) -> dict[str, Any]:
+                    seed: int, index: int, device: str = "cpu") -> dict[str, Any]:
     """(worker) Train one subnet from scratch for `epochs`; write and return its result."""
     from hwnas.train.standalone import train_network
 
     net, sub, ds = _fresh_net(space, subnet, data, seed)
     log(f"alone {index}: {macs_of(Space.model_validate(space), sub) / 1e6:.1f}M MACs, {epochs:g} epochs")
-    r = train_network(net, ds, resolution=sub.resolution, epochs=epochs, seed=seed, label=f"alone {index}")
+    r = train_network(net, ds, resolution=sub.resolution, epochs=epochs, seed=seed, label=f"alone {index}", device=device)
     res = dict(r, index=index, seed=seed, subnet=sub.model_dump(mode="json"))
     write_json(Path(out), res)
     log(f"alone {index}: val acc {r['val_acc']:.4f} after {r['seconds']:.0f} s")
@@ -237,14 +238,15 @@ def train_alone_job(*, out: str, space: dict[str, Any], subnet: dict[str, Any], 
 
 
 def train_baseline_job(*, out: str, space: dict[str, Any], subnet: dict[str, Any], data: str, time_budget_s: float,
-                       seed: int, weights: str, label: str) -> dict[str, Any]:
+                       seed: int, weights: str, label: str, device: str = "cpu") -> dict[str, Any]:
     """(worker) Train one fixed network for `time_budget_s` seconds; save its weights; write and return the result."""
     from hwnas.train.standalone import train_network
 
     net, sub, ds = _fresh_net(space, subnet, data, seed)
     log(f"{label}: training for {time_budget_s:.0f} s")
-    r = train_network(net, ds, resolution=sub.resolution, time_budget_s=time_budget_s, seed=seed, label=label)
-    torch.save(net.state_dict(), weights)
+    r = train_network(net, ds, resolution=sub.resolution, time_budget_s=time_budget_s, seed=seed, label=label,
+                      device=device)
+    torch.save(net.cpu().state_dict(), weights)
     res = dict(r, seed=seed, subnet=sub.model_dump(mode="json"), weights=weights, time_budget_s=time_budget_s)
     write_json(Path(out), res)
     log(f"{label}: val acc {r['val_acc']:.4f}, {r['epochs']:.1f} epochs in {r['seconds']:.0f} s")
@@ -256,20 +258,6 @@ def train_baseline_job(*, out: str, space: dict[str, Any], subnet: dict[str, Any
 def r32_space() -> Space:
     base = load_space("mbv3-cifar")
     return base.model_copy(update={"name": "mbv3-cifar-r32", "resolutions": [RESOLUTION], "default_resolution": RESOLUTION})
-
-
-def tilted_sample(space: Space, rng: np.random.Generator, tilt: float) -> Subnet:
-    """A random subnet whose choices lean to the small (tilt < 0) or large (tilt > 0) end of each
-    choice list (tilt 0: `Space.sample`'s uniform choice), so a pool covers the whole MAC range."""
-    def pick(choices: list[int]) -> int:
-        w = np.exp(tilt * np.linspace(-1.0, 1.0, len(choices)))
-        return int(rng.choice(choices, p=w / w.sum()))
-
-    depths = [pick(s.depths) for s in space.stages]
-    return space.validate_subnet(dict(
-        resolution=int(rng.choice(space.resolutions)), depths=depths,
-        kernels=[[pick(s.kernels) for _ in range(d)] for s, d in zip(space.stages, depths)],
-        expands=[[pick(s.expands) for _ in range(d)] for s, d in zip(space.stages, depths)]))
 
 
 def pick_subnets(space: Space, k: int, seed: int, pool: int = SUBNET_POOL) -> list[Subnet]:
@@ -304,7 +292,8 @@ def train_supernet(args: argparse.Namespace, work: Path, data: str, space: Space
         log(f"supernet: {ckpt} has no result (killed run?); moved to {stale.name}, training again")
         ckpt.replace(stale)
     cmd = [sys.executable, "-m", "hwnas", "train", "--space", str(work / "space.yaml"), "--data", data,
-           "--out", str(ckpt), "--time-budget", f"{args.supernet_budget:g}", "--json", "--no-progress"]
+           "--out", str(ckpt), "--time-budget", f"{args.supernet_budget:g}", "--json", "--no-progress",
+           "--device", args.device]
     if args.schedule:
         from hwnas.train.config import default_config
 
@@ -342,17 +331,17 @@ def part_quality(args: argparse.Namespace, work: Path, data: str) -> dict[str, A
     inh_path = work / "inherited.json"
     inherited: dict[str, float] = read_json(inh_path) if inh_path.exists() else {}
     if any(s.key() not in inherited for s in subs):
-        sup, _ = load_supernet(work / "supernet.pt")
+        sup, _ = load_supernet(work / "supernet.pt", map_location=args.device)
         for i, s in enumerate(subs):
             if s.key() not in inherited:
-                inherited[s.key()] = evaluate_subnet(sup, s, ds, calib_images=CALIB_IMAGES)
+                inherited[s.key()] = evaluate_subnet(sup, s, ds, calib_images=CALIB_IMAGES, device=args.device)
                 log(f"inherited {i}: {macs_of(space, s) / 1e6:.1f}M MACs, val acc {inherited[s.key()]:.4f}")
         write_json(inh_path, inherited)
         del sup
 
     jobs = [Job(work / f"alone-{i}.json", train_alone_job,
                 dict(space=space.model_dump(mode="json"), subnet=s.model_dump(mode="json"), data=data,
-                     epochs=epochs, seed=args.seed + i, index=i))
+                     epochs=epochs, seed=args.seed + i, index=i, device=args.device))
             for i, s in enumerate(subs)]
     # a stale alone-i.json (another subnet choice or epoch count) would silently pair wrong results
     for j in jobs:
@@ -420,16 +409,11 @@ def print_quality(q: dict[str, Any]) -> None:
 
 # ---------------------------------------------------------------------------- part 2: generate vs baseline
 
-def uniform_subnet(space: Space, d: int, k: int, e: int, resolution: int = RESOLUTION) -> Subnet:
-    n = len(space.stages)
-    return space.validate_subnet(dict(resolution=resolution, depths=[d] * n, kernels=[[k] * d] * n, expands=[[e] * d] * n))
-
-
 def uniform_nets(space: Space, resolution: int = RESOLUTION) -> dict[tuple[int, int, int], Subnet]:
     """Every (depth, kernel, expand) choice shared by all stages -> the uniform subnet."""
-    common = lambda attr: sorted(set.intersection(*(set(getattr(s, attr)) for s in space.stages)))  # noqa: E731
-    return {(d, k, e): uniform_subnet(space, d, k, e, resolution)
-            for d in common("depths") for k in common("kernels") for e in common("expands")}
+    from hwnas.search.direct import uniform_subnets
+
+    return {(s.depths[0], s.kernels[0][0], s.expands[0][0]): s for s in uniform_subnets(space, resolution)}
 
 
 def default_budgets(uniform: dict[tuple[int, int, int], Subnet], predict: Callable[[Subnet], float]) -> list[float]:
@@ -633,10 +617,12 @@ def main() -> int:
     ap.add_argument("--data", default=str(DEFAULT_DATA), help="ImageFolder root (train/ and val/)")
     ap.add_argument("--jobs", type=int, default=2, help="at most this many busy processes (training workers + generate)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N: the supernet, the alone and baseline trainings run there")
     ap.add_argument("--train-limit", type=int, default=None, metavar="N",
                     help="smoke tests only: a random N training images (symlinks under WORK), all val images")
     ap.add_argument("--supernet-budget", type=parse_duration, default=parse_duration("45m"), metavar="DURATION",
                     help="part 1: hwnas train --time-budget (e.g. 2700, 45m)")
+    ap.add_argument("--supernet-only", action="store_true", help="part 1: train the supernet and stop (a later run reuses it)")
     ap.add_argument("--subnets", type=int, default=8, help="part 1: subnets compared")
     ap.add_argument("--schedule", default=None, metavar="NAME", help="part 1: training schedule preset, e.g. sandwich, progressive, delayed; None: the default")
     ap.add_argument("--generate-budget", type=parse_duration, default=parse_duration("45m"), metavar="DURATION",
@@ -658,6 +644,16 @@ def main() -> int:
             make_subset(Path(data), sub, args.train_limit, args.seed)
         data = str(sub)
 
+    if args.supernet_only:  # split a run across calls or machines: the next run reuses WORK/supernet.pt
+        from hwnas.data import load_dataset
+
+        space0 = r32_space()
+        (work / "space.yaml").write_text(yaml.safe_dump(space0.model_dump(mode="json", exclude_none=True)))
+        sn = train_supernet(args, work, data, with_classes(space0, load_dataset(data).num_classes))
+        print(header())
+        print(json.dumps({k: sn.get(k) for k in ("epochs", "wall_s", "time_budget_s", "train_seconds_total", "val_acc_max",
+                                                 "val_acc_min", "planned_epochs", "schedule")}))
+        return 0
     res_path = work / "results.json"
     results: dict[str, Any] = read_json(res_path) if res_path.exists() else {}
     if args.part in ("quality", "all"):

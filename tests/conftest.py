@@ -25,3 +25,29 @@ def _deterministic():
     torch.manual_seed(0)
     torch.set_num_threads(1)
     yield
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _quiet_machine():
+    """Profiles made by tests (module fixtures too) are judged as if measured on a quiet machine: whether
+    the machine that runs the suite is busy must not decide a test."""
+    from hwnas.latency import profile
+
+    real = {k: getattr(profile, k) for k in ("busy_limit", "REPEAT_NOISE_PCT", "REPEAT_NOISE_P90_PCT")}
+    mp = pytest.MonkeyPatch()
+    mp.setattr(profile, "busy_limit", lambda threads: float("inf"))
+    mp.setattr(profile, "REPEAT_NOISE_PCT", float("inf"))
+    mp.setattr(profile, "REPEAT_NOISE_P90_PCT", float("inf"))
+    yield real
+    mp.undo()
+
+
+@pytest.fixture(autouse=True)
+def _real_load(request: pytest.FixtureRequest, _quiet_machine, monkeypatch: pytest.MonkeyPatch):
+    """Tests marked `real_load` (of the judgement itself) get the real limits back."""
+    if request.node.get_closest_marker("real_load") is not None:
+        from hwnas.latency import profile
+
+        for k, v in _quiet_machine.items():
+            monkeypatch.setattr(profile, k, v)
+    yield

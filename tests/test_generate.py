@@ -342,3 +342,37 @@ def test_cli_int8_with_an_fp32_table_exits_2_before_any_work(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "fp32 latency table" in err and "profile --int8" in err and "Traceback" not in err
     assert not (tmp_path / "o" / "model.onnx").exists()
+
+
+def test_direct_route_when_the_time_budget_cannot_train_a_supernet(tiny_folder, tmp_path, monkeypatch):
+    """A time budget that would give the supernet too few epochs: no supernet; the largest subnet within
+    the latency budget at the data's resolution that gets its epochs is trained from scratch and shipped
+    with the usual checks, outputs in the SPEC formats, and a report that says so."""
+    import time
+
+    import hwnas.generate as gen
+    from hwnas.export import read_metadata
+    from hwnas.space import load_space, with_classes
+    from hwnas.space.cost import macs
+
+    monkeypatch.setattr(gen, "MIN_SUPERNET_EPOCHS", 10**9)  # whatever the probe finds is too few
+    kw = {k: v for k, v in KW.items() if k not in ("train_config", "search_options")}
+    budget = 30.0
+    t0 = time.perf_counter()
+    r = gen.generate(10.0, tmp_path / "d", data=tiny_folder, time_budget=f"{budget:g}s", **kw)
+    wall = time.perf_counter() - t0
+    out = tmp_path / "d"
+    assert r["route"] == "direct" and r["cache"]["supernet"] == "skipped" and r["supernet"] == ""
+    assert r["finetune"]["route"] == "direct" and r["finetune"]["iters"] > 5
+    assert r["subnet"]["resolution"] == 12  # the table's only resolution, the closest to the 8-pixel images
+    assert wall <= budget * 1.25, r["stage_seconds"]
+    sp = with_classes(load_space("mbv3-tiny"), 3)
+    best = json.loads((out / "best.json").read_text())
+    pareto = json.loads((out / "pareto.json").read_text())
+    assert best == r["subnet"] and len(pareto) == 1 and pareto[0]["subnet"] == best
+    assert pareto[0]["predicted_acc"] == pytest.approx(r["val_acc"]) and pareto[0]["macs"] == macs(sp, sp.validate_subnet(best))
+    assert read_metadata(out / "model.onnx").val_acc == pytest.approx(r["val_acc"])  # the trained weights were exported
+    assert (out / "pareto.png").stat().st_size > 0
+    report = (out / "report.md").read_text()
+    assert "chosen without a supernet" in report and "No search" in report and "from scratch" in report
+    assert any("too few" in w for w in r["warnings"])

@@ -320,6 +320,41 @@ def test_latency_validate_cli(profiled, capsys):
     for k in ("samples", "within_5pct", "within_10pct", "kendall_tau", "rmse_ms", "mape", "noise_floor_pct"):
         assert k in d
     assert d["samples"] == 4 and 0 <= d["within_5pct"] <= d["within_10pct"] <= 1 and d["rmse_ms"] >= 0
+    # the front set (SPEC keys): as many subnets, measured too, at the fast end of what was measured
+    assert d["front_samples"] == 4 and 0 <= d["front_within_5pct"] <= d["front_within_10pct"] <= 1
+    assert d["front_measured_ms_min"] <= d["measured_ms_min"] * 1.2
+
+
+def test_pareto_front_keeps_only_undominated_points():
+    from hwnas.latency.validate import pareto_front
+
+    lat = np.array([1.0, 2.0, 1.5, 3.0, 2.0, 0.5])
+    size = np.array([10, 30, 5, 25, 20, 1])
+    assert pareto_front(lat, size) == [5, 0, 1]  # fastest first; 2, 3 and 4 are dominated
+
+
+def test_front_subnets_cover_the_fast_end_and_the_front(profiled):
+    from hwnas.latency import LatencyPredictor, load_table
+    from hwnas.latency.pieces import sample_subnets
+    from hwnas.latency.validate import front_pool, front_subnets, pareto_front
+    from hwnas.space.cost import macs
+
+    sp, out, space = profiled
+    if not out.exists():
+        pytest.skip("needs the profile test's table")
+    pred = LatencyPredictor(load_table(out), space)
+    excluded = {s.key() for s in sample_subnets(space, 5, 0)}
+    subs = front_subnets(space, pred, 8, 0, excluded)
+    keys = [s.key() for s in subs]
+    assert len(set(keys)) == 8 and not set(keys) & excluded
+    pool = front_pool(space, pred, 8, 0, excluded)
+    fastest = sorted(macs(space, s) for s in pool)[max(len(pool) // 10, 8) - 1]
+    fast = np.array([macs(space, s) for s in subs[:4]])
+    assert (fast <= fastest).all() and fast.max() < np.median([macs(space, s) for s in pool])  # the fast end
+    rest = subs[4:]
+    lat = pred.predict_genomes(np.stack([pred.encoding.encode(s) for s in rest]))
+    size = np.array([macs(space, s) for s in rest], dtype=float)
+    assert sorted(pareto_front(lat, size)) == list(range(4))  # the other half is mutually undominated
 
 
 def test_profile_refuses_bad_flags(tmp_path, capsys):
@@ -356,3 +391,80 @@ def test_shipped_tables_load_and_match_their_spaces():
         assert pred.min_latency_ms() > 0
         assert t.fingerprint.threads == int(f.stem.split("-cpu-")[1].split("t")[0])
         assert t.int8 == f.stem.endswith("-int8")
+
+
+@pytest.mark.real_load
+def test_judge_noise_flags_a_busy_or_noisy_machine():
+    from hwnas.latency.profile import busy_limit, judge_noise
+
+    quiet = judge_noise(0.05, np.array([0.3, 0.5, 0.8]), load_avg_max=1.0, rounds=1)
+    assert quiet.trusted and quiet.reason == ""
+    others = busy_limit(1) + 0.45
+    busy = judge_noise(others, np.array([0.3, 0.5, 0.8]), load_avg_max=2.0, rounds=2)
+    assert not busy.trusted and f"{others:.2f} cores" in busy.reason
+    noisy = judge_noise(0.0, np.array([3.0, 4.0, 5.0]), load_avg_max=None, rounds=2)
+    assert not noisy.trusted and "measured twice" in noisy.reason
+
+
+@pytest.mark.real_load
+def test_load_monitor_sees_another_busy_process():
+    import subprocess
+    import sys
+
+    from hwnas.runtime.load import LoadMonitor
+
+    mon = LoadMonitor(1).start()
+    spin = subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 4: pass"])
+    try:
+        time.sleep(2.5)
+        others = mon.others_cores()  # before the child is reaped: its CPU time is not ours
+    finally:
+        spin.kill()
+        spin.wait()
+    assert others > 0.5
+
+
+@pytest.mark.real_load
+def test_a_busy_profile_is_recorded_and_generate_refuses_it(tmp_path, monkeypatch, capsys):
+    from hwnas.latency import load_table, profile_space
+    from hwnas.latency.table import check_trusted
+    from hwnas.runtime import load
+
+    from hwnas.latency.profile import busy_limit
+
+    others = busy_limit(1) + 0.5  # another job on a core throughout
+    monkeypatch.setattr(load.LoadMonitor, "others_cores", lambda self: others)
+    out = tmp_path / "t.json"
+    tab = profile_space(load_space("mbv3-tiny"), out, resolutions=[12], progress=False, calibration_subnets=4)
+    assert tab.noise is not None and not tab.noise.trusted and tab.noise.rounds == 2  # measured once more, still busy
+    assert f"{others:.2f} cores" in tab.noise.reason
+    assert load_table(out).noise == tab.noise  # recorded in the file
+    code = main(["generate", "--budget-ms", "10", "--out", str(tmp_path / "g"), "--table", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "--force-table" in err and "busy" in err
+    assert not (tmp_path / "g" / "model.onnx").exists()
+    check_trusted(tab, out, force=True)  # --force-table: used as it is
+
+
+def test_latency_model_is_chosen_by_the_tables_form(profiled):
+    """Search, export and generate get their predictor from `latency_model`: the table's form decides."""
+    from hwnas.latency import LatencyModel, LatencyPredictor, latency_model, load_table
+    from hwnas.latency import model as model_mod
+
+    sp, out, space = profiled
+    if not out.exists():
+        pytest.skip("needs the profile test's table")
+    table = load_table(out)
+    m = latency_model(table, space)
+    assert isinstance(m, LatencyPredictor) and isinstance(m, LatencyModel)
+
+    class Doubled(LatencyPredictor):  # the next predictor: one class, registered under its form
+        def predict(self, subnet):
+            return 2 * super().predict(subnet)
+
+    model_mod.MODELS["linear-v1"] = Doubled
+    try:
+        sub = space.sample(seed=1)
+        assert latency_model(table, space).predict(sub) == pytest.approx(2 * m.predict(sub))
+    finally:
+        model_mod.MODELS["linear-v1"] = LatencyPredictor

@@ -136,3 +136,39 @@ def test_a_long_cpu_run_without_budget_is_warned_about(tmp_path: Path, monkeypat
     assert "expected to take" in err and "warning: this training is expected to take" in err and "--time-budget" in err
     api.train_supernet(micro_space(), "tinydata", tmp_path / "b.pt", config=cfg, time_budget=5, progress=True, bar=False)
     assert "warning: this training" not in capsys.readouterr().err
+
+
+def test_probe_times_steady_state_not_first_use_of_a_shape(monkeypatch: pytest.MonkeyPatch):
+    """A step on subnets never seen before pays one-time costs (on CUDA, cuDNN compiles kernels per
+    shape: seconds); the probe must time repeated shapes, or a GPU plan is 50x too pessimistic."""
+    import torch
+
+    import hwnas.train.api as api
+    from hwnas.supernet import Supernet
+
+    seen: set[str] = set()
+    real = api.step_loss
+
+    def cold_first_use(model, forward, x, y, subs, *a, **k):
+        key = "|".join(s.key() for s in subs)
+        if key not in seen:
+            seen.add(key)
+            time.sleep(0.3)
+        return real(model, forward, x, y, subs, *a, **k)
+
+    monkeypatch.setattr(api, "step_loss", cold_first_use)
+    space = micro_space()
+    ds = tiny_dataset(n_train=16)
+    cfg = default_config(space, "x").model_copy(update={"batch_size": 8})
+    costs, _ = api.probe_costs(Supernet(space), cfg, space, ds, torch.device("cpu"))
+    assert len(seen) >= 2  # several sample sets were probed
+    assert costs["sandwich"] < 0.15, costs  # the 0.3 s first-use cost is not in the estimate
+
+
+def test_memory_format_per_device():
+    import torch
+
+    from hwnas.train.distributed import memory_format_for
+
+    assert memory_format_for("cpu") is torch.channels_last  # 2-4x faster depthwise convs on CPU
+    assert memory_format_for(torch.device("cuda", 0)) is torch.contiguous_format  # no per-shape cuDNN compiles

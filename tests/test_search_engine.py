@@ -37,7 +37,14 @@ class Problem:
         self.calls = 0
         self.scored: list[str] = []
 
-    # latency predictor protocol
+    # the LatencyModel protocol
+    @property
+    def resolutions(self) -> list[int]:
+        return list(self.space.resolutions)
+
+    def predict(self, subnet: Subnet) -> float:
+        return float(self.predict_genomes(self.gs.encode(subnet)[None, :])[0])
+
     def predict_genomes(self, X: np.ndarray) -> np.ndarray:
         X = self.gs.canonical(X)
         m = self.gs.active_mask(X)

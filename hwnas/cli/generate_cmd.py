@@ -34,6 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also write model.ort (ONNX Runtime Mobile, checked against model.onnx) and "
                         "model.required_operators.config for a reduced ONNX Runtime build")
     p.add_argument("--device", help="torch device for training (default: cuda if available, else cpu)")
+    p.add_argument("--force-table", action="store_true",
+                   help="use a latency table even though its profiler found the machine busy or noisy")
     add_force_flag(p)
     add_json_flag(p)
     p.set_defaults(handler=run)
@@ -47,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         r = generate(args.budget_ms, args.out, data=args.data, space=args.space, table=args.table, force=args.force,
                      epochs_scale=args.epochs_scale, device=args.device, progress=True, time_budget=args.time_budget,
-                     val_images=args.val_images, int8=args.int8, ort_format=args.ort_format)
+                     val_images=args.val_images, force_table=args.force_table, int8=args.int8, ort_format=args.ort_format)
     except BudgetNotMet as e:
         if e.result:
             emit(args, e.result, human(e.result))

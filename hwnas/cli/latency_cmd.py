@@ -12,9 +12,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     lsub = p.add_subparsers(dest="latency_command", metavar="SUBCOMMAND", parser_class=type(p))
     lsub.required = True
 
-    v = lsub.add_parser("validate", help="measure N fresh random whole subnets here and compare them with the predictor")
+    v = lsub.add_parser("validate", help="measure N fresh random whole subnets and N front subnets here and compare them with the predictor")
     v.add_argument("--table", required=True, help="TABLE file written by `hwnas profile`")
-    v.add_argument("--samples", type=int, required=True, help="number of random subnets to export and measure")
+    v.add_argument("--samples", type=int, required=True, help="number of random subnets to export and measure (and as many front subnets: the fast end and the latency/MACs front)")
     v.add_argument("--seed", type=int, default=0, help="seed of the random subnets (default 0)")
     v.add_argument("--space", default=None, help="the space (default: the one stored in the table)")
     add_json_flag(v)
@@ -40,7 +40,7 @@ def _table_and_space(args: argparse.Namespace):
 def run_predict(args: argparse.Namespace) -> int:
     from hwnas.errors import UserError
     from hwnas.fileio import read_structured
-    from hwnas.latency import LatencyPredictor
+    from hwnas.latency import latency_model
 
     table, space = _table_and_space(args)
     raw = read_structured(args.subnet)
@@ -53,7 +53,7 @@ def run_predict(args: argparse.Namespace) -> int:
         sub = space.validate_subnet(raw)
     except UserError as e:
         raise UserError(f"{args.subnet}: {e}") from None
-    pred = LatencyPredictor(table, space)
+    pred = latency_model(table, space)
     ms = pred.predict(sub)
     raw_sum, pieces = pred.raw_sum(sub)
     fp = table.fingerprint
@@ -87,7 +87,13 @@ def run_validate(args: argparse.Namespace) -> int:
         f"  Kendall tau   {d['kendall_tau']:.3f}\n"
         f"  RMSE          {d['rmse_ms']:.3f} ms\n"
         f"  MAPE          {d['mape']:.2f}%  (median abs error {d['median_abs_err_pct']:.2f}%, bias {d['bias_pct']:+.2f}%)\n"
-        f"  noise floor   {d['noise_floor_pct']:.2f}%  (same model measured twice, median)"
+        f"{d['front_samples']} front subnets (the fast end by MACs and the latency/MACs front; "
+        f"{d['front_measured_ms_min']:.2f}..{d['front_measured_ms_max']:.2f} ms measured):\n"
+        f"  within +-5%   {d['front_within_5pct'] * 100:5.1f}%\n"
+        f"  within +-10%  {d['front_within_10pct'] * 100:5.1f}%\n"
+        f"  Kendall tau   {d['front_kendall_tau']:.3f}\n"
+        f"  MAPE          {d['front_mape']:.2f}%  (median abs error {d['front_median_abs_err_pct']:.2f}%, bias {d['front_bias_pct']:+.2f}%)\n"
+        f"noise floor     {d['noise_floor_pct']:.2f}%  (same model measured twice, median over both sets)"
     )
     emit(args, d, human)
     return 0

@@ -71,6 +71,11 @@ def _summary(table, path: str, seconds: float) -> tuple[dict, str]:
         f"calibration on {len(c.points)} whole subnets: sum of blocks was {c.raw_sum_bias_pct:+.1f}% off; "
         f"after calibration {c.fit_mape * 100:.1f}% mean error; {seconds:.0f} s"
     )
+    if table.noise is not None:
+        nz = table.noise
+        d["noise"] = nz.model_dump()
+        human += (f"\nmachine while measuring: other processes {nz.others_cores:.2f} cores, repeat noise {nz.repeat_noise_pct:.2f}% "
+                  f"(median), {nz.rounds} round(s): " + ("trusted" if nz.trusted else f"NOT TRUSTED ({nz.reason})"))
     return d, human
 
 

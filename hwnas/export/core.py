@@ -94,9 +94,9 @@ def _table_of(table: Any, space) -> Any:
 
 
 def predict_latency(table: Any, space, subnet: Subnet) -> float:
-    from hwnas.latency import LatencyPredictor
+    from hwnas.latency import latency_model
 
-    return float(LatencyPredictor(table, space).predict(subnet))
+    return float(latency_model(table, space).predict(subnet))
 
 
 def measure_model(path: str | os.PathLike[str], resolution: int, channels: int, threads: int, provider: str, protocol: Any = None) -> float:

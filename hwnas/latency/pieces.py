@@ -152,6 +152,20 @@ def sample_subnets(space: Space, n: int, seed: int, resolutions: list[int] | Non
     return out
 
 
+def tilted_sample(space: Space, rng: np.random.Generator, tilt: float) -> Subnet:
+    """A random subnet whose choices lean to the small (tilt < 0) or large (tilt > 0) end of each
+    choice list (tilt 0: `Space.sample`'s uniform choice), so a pool covers the whole MAC range."""
+    def pick(choices: list[int]) -> int:
+        w = np.exp(tilt * np.linspace(-1.0, 1.0, len(choices)))
+        return int(rng.choice(choices, p=w / w.sum()))
+
+    depths = [pick(s.depths) for s in space.stages]
+    return space.validate_subnet(dict(
+        resolution=int(rng.choice(space.resolutions)), depths=depths,
+        kernels=[[pick(s.kernels) for _ in range(d)] for s, d in zip(space.stages, depths)],
+        expands=[[pick(s.expands) for _ in range(d)] for s, d in zip(space.stages, depths)]))
+
+
 # ---------------------------------------------------------------- graphs
 
 def build_module(p: StemPlan | BlockPlan | HeadPlan, seed: int = 0):

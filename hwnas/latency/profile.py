@@ -18,13 +18,14 @@ from hwnas.errors import UserError
 from hwnas.fileio import format_validation_error, read_structured, write_json
 from hwnas.latency.pieces import (
     all_pieces, compose, export_piece, input_shape, net_keys, net_mparams, piece_overrides, sample_subnets, structure_key,
+    tilted_sample,
 )
-from hwnas.latency.predictor import LatencyPredictor, fit_calibration
+from hwnas.latency.predictor import fit_calibration
 from hwnas.latency.table import (
-    CalibrationPoint, EntryStats, Fingerprint, LatencyTable, now_iso, space_digest,
+    CalibrationPoint, EntryStats, Fingerprint, LatencyTable, NoiseReport, now_iso, space_digest,
 )
 from hwnas.runtime import LatencyStats, MeasureProtocol, check_target, ortbench
-from hwnas.space import Space, Subnet, build_plan
+from hwnas.space import Space, Subnet, build_plan, plan_cost
 
 CALIBRATION_SEED = 1_000_003  # calibration subnets; `latency validate` draws others and excludes these
 DEFAULT_CALIBRATION_SUBNETS = 40
@@ -78,6 +79,33 @@ class ProfilePlan:
         ]
 
 
+FAST_END_SHARE = 0.25
+"""Share of the calibration subnets taken from the fast end of the space (its lowest decile by
+MACs). Uniform random subnets alone left the fast end, where searches pick their models, to
+extrapolation: there the predictor erred by 13% (median), all in one direction."""
+
+
+def calibration_set(space: Space, n: int, resolutions: list[int]) -> list[Subnet]:
+    """The whole subnets the calibration is fitted on: uniform random ones, plus FAST_END_SHARE of
+    them spread over the fast end (deterministic; `latency validate` excludes exactly these)."""
+    n_fast = int(n * FAST_END_SHARE) if n >= 8 else 0
+    uniform = sample_subnets(space, n - n_fast, CALIBRATION_SEED, resolutions)
+    if n_fast == 0:
+        return uniform
+    rng = np.random.default_rng([CALIBRATION_SEED, 7])
+    seen = {s.key() for s in uniform}
+    pool: dict[str, Subnet] = {}
+    for i in range(40 * n_fast):
+        s = space.sample(rng=rng) if i % 2 == 0 else tilted_sample(space, rng, float(rng.uniform(-3.0, 0.0)))
+        s = space.validate_subnet(dict(s.model_dump(exclude={"space"}), resolution=int(rng.choice(resolutions))))
+        if s.key() not in seen:
+            pool.setdefault(s.key(), s)
+    by_macs = sorted(pool.values(), key=lambda s: plan_cost(build_plan(space, s))[0])
+    fastest = by_macs[: max(len(by_macs) // 10, n_fast)]
+    picks = [fastest[int(round(i))] for i in np.linspace(0, len(fastest) - 1, min(n_fast, len(fastest)))]
+    return uniform + picks
+
+
 def make_plan(
     space: Space, resolutions: list[int], *, int8: bool = False, calibration_subnets: int = DEFAULT_CALIBRATION_SUBNETS, progress: bool = True
 ) -> ProfilePlan:
@@ -101,7 +129,7 @@ def make_plan(
         plan.entries.append({"key": key, "file": names[structure_key(p)], "shape": list(input_shape(p)), "dim_overrides": piece_overrides(p)})
     # calibration: whole subnets built from the same piece graphs (float, then quantised as a whole)
     float_graphs = plan.graphs if not int8 else {}
-    subs = sample_subnets(space, calibration_subnets, CALIBRATION_SEED, resolutions)
+    subs = calibration_set(space, calibration_subnets, resolutions)
     for j, sub in enumerate(subs):
         netplan = build_plan(space, sub)
         parts_plans = [netplan.stem, *netplan.blocks, netplan.head]
@@ -193,11 +221,78 @@ def profile_space(
     jobs = plan.jobs()
     _log(f"measuring {len(plan.entries)} pieces and {len(plan.calibration)} calibration subnets "
          f"({threads} thread{'s' if threads > 1 else ''}, {provider}{', int8' if int8 else ''})", progress)
-    results = ortbench.measure_all(jobs, protocol.model_dump(), threads, provider, progress)
+    results, noise = measure_checked(jobs, plan.calibration, protocol, threads, provider, progress)
     fp = ortbench.fingerprint(provider, threads, 1)
     table = build_table(space, res, int8, fp, protocol, results, plan.calibration, source="local", seconds=time.time() - t0, where=str(out))
+    table = table.model_copy(update={"noise": noise})
     table.save(out)
     return table
+
+
+def busy_limit(threads: int) -> float:
+    """Cores that other processes may keep busy on average while we measure before the machine counts
+    as busy: half a core, or a quarter of the cores we leave free on larger machines. (A table profiled
+    on 2 cores beside one CPU-bound job validated at 71% within +-10% on the quiet machine; the same
+    space profiled quietly, at 93%.)"""
+    import os
+
+    return max(0.5, 0.25 * ((os.cpu_count() or 1) - threads))
+REPEAT_NOISE_PCT = 2.0
+"""Median |run 1 - run 2| / mean over the calibration subnets above this: too noisy (quiet: ~0.5%)."""
+REPEAT_NOISE_P90_PCT = 6.0
+MAX_ROUNDS = 2
+"""Measurement rounds at most: a busy or noisy round is measured once more."""
+
+
+def judge_noise(others_cores: float, repeat_pct: np.ndarray, *, load_avg_max: float | None, rounds: int,
+                threads: int = 1) -> NoiseReport:
+    """Trusted unless other processes were busy or the same subnets measured twice disagree."""
+    med = float(np.median(repeat_pct)) if len(repeat_pct) else 0.0
+    p90 = float(np.percentile(repeat_pct, 90)) if len(repeat_pct) else 0.0
+    reasons = []
+    limit = busy_limit(threads)
+    if others_cores > limit:
+        reasons.append(f"other processes kept {others_cores:.2f} cores busy while it measured (limit {limit:g})")
+    if med > REPEAT_NOISE_PCT or p90 > REPEAT_NOISE_P90_PCT:
+        reasons.append(f"the same subnets measured twice differ by {med:.1f}% (median) / {p90:.1f}% (90th percentile); "
+                       f"limits {REPEAT_NOISE_PCT}% / {REPEAT_NOISE_P90_PCT}%")
+    return NoiseReport(others_cores=round(others_cores, 3), load_avg_max=load_avg_max, repeat_noise_pct=round(med, 3),
+                       repeat_noise_p90_pct=round(p90, 3), rounds=rounds, trusted=not reasons, reason="; ".join(reasons))
+
+
+def measure_checked(
+    jobs: list[dict[str, Any]], calibration: list[dict[str, Any]], protocol: MeasureProtocol, threads: int, provider: str,
+    progress: bool,
+) -> tuple[dict[str, dict[str, Any]], NoiseReport]:
+    """Measure everything while watching the machine, then the calibration subnets once more; a busy
+    or noisy round is measured again (up to MAX_ROUNDS) and the quietest round is kept."""
+    from hwnas.runtime.load import LoadMonitor
+
+    cal_keys = {c["key"] for c in calibration}
+    cal_jobs = [j for j in jobs if j["key"] in cal_keys]
+    best: tuple[dict[str, dict[str, Any]], NoiseReport] | None = None
+    for rounds in range(1, MAX_ROUNDS + 1):
+        mon = LoadMonitor(threads).start()
+        results = ortbench.measure_all(jobs, protocol.model_dump(), threads, provider, progress)
+        again = ortbench.measure_many(cal_jobs, protocol.model_dump(), threads, provider, progress, label="noise check")
+        a = np.array([results[k]["median_ms"] for k in sorted(cal_keys)])
+        b = np.array([again[k]["median_ms"] for k in sorted(cal_keys)])
+        others = mon.others_cores()
+        noise = judge_noise(others, np.abs(a - b) / ((a + b) / 2) * 100, load_avg_max=max(mon.load_avg, default=None),
+                            rounds=rounds, threads=threads)
+        if best is None or (noise.others_cores, noise.repeat_noise_pct) < (best[1].others_cores, best[1].repeat_noise_pct):
+            best = (results, noise)
+        if noise.trusted:
+            break
+        if rounds < MAX_ROUNDS:
+            _log(f"warning: this machine is busy or noisy ({noise.reason}); measuring everything once more", progress)
+    assert best is not None
+    results, noise = best
+    noise = noise.model_copy(update={"rounds": rounds})
+    if not noise.trusted:
+        _log(f"warning: the table is NOT trustworthy: {noise.reason}. Profile again on a quiet machine (close other "
+             f"programs); `hwnas generate` refuses this table unless given --force-table", True)
+    return results, noise
 
 
 # ---------------------------------------------------------------- bundles (a device we cannot reach)
@@ -373,74 +468,3 @@ def measure_subnet(
     sub = space.validate_subnet(subnet)
     sess = make_session(export_subnet(space, sub, int8=int8), threads=threads, provider=provider)
     return measure_latency(sess, (1, space.in_channels, sub.resolution, sub.resolution), protocol=protocol)
-
-
-def validate_table(
-    table: LatencyTable,
-    samples: int,
-    *,
-    seed: int = 0,
-    progress: bool = True,
-    space: Space | None = None,
-    protocol: MeasureProtocol | None = None,
-) -> dict[str, Any]:
-    """Export `samples` fresh random subnets (never the calibration ones), measure each twice in two
-    separate runs, and compare the predictor with the first run; the second gives the noise floor."""
-    from scipy.stats import kendalltau
-
-    if samples < 2:
-        raise UserError(f"--samples: need at least 2, got {samples}")
-    space = space or table.get_space()
-    pred = LatencyPredictor(table, space)
-    fp = table.fingerprint
-    check_target(fp.threads, fp.provider)
-    cal_keys = {s.key() for s in sample_subnets(space, len(table.calibration.points), CALIBRATION_SEED, table.resolutions)}
-    subs: list[Subnet] = []
-    seen = set(cal_keys)
-    s = seed
-    while len(subs) < samples:
-        for sub in sample_subnets(space, samples, s, pred.resolutions):
-            if sub.key() not in seen and len(subs) < samples:
-                seen.add(sub.key())
-                subs.append(sub)
-        s += 7_777_777
-    t0 = time.time()
-    proto = (protocol or table.protocol).model_dump()
-    with tempfile.TemporaryDirectory(prefix="hwnas-validate-") as d:
-        bar = ortbench.Progress(len(subs), "exporting", enabled=progress)
-        jobs = []
-        for i, sub in enumerate(subs):
-            f = Path(d) / f"{i:04d}.onnx"
-            f.write_bytes(export_subnet(space, sub, int8=table.int8))
-            jobs.append({"key": str(i), "model": str(f), "shape": [1, space.in_channels, sub.resolution, sub.resolution], "dim_overrides": {}})
-            bar.update()
-        run_a = ortbench.measure_many(jobs, proto, fp.threads, fp.provider, progress, label="measuring (run 1/2)", chunk=16)
-        run_b = ortbench.measure_many(jobs, proto, fp.threads, fp.provider, progress, label="measuring (run 2/2)", chunk=16)
-    a = np.array([run_a[str(i)]["median_ms"] for i in range(len(subs))])
-    b = np.array([run_b[str(i)]["median_ms"] for i in range(len(subs))])
-    p = np.array([pred.predict(sub) for sub in subs])
-    err = (p - a) / a
-    noise = np.abs(a - b) / ((a + b) / 2)
-    tau = float(kendalltau(p, a).statistic)
-    return {
-        "samples": len(subs),
-        "within_5pct": float(np.mean(np.abs(err) <= 0.05)),
-        "within_10pct": float(np.mean(np.abs(err) <= 0.10)),
-        "kendall_tau": tau,
-        "rmse_ms": float(np.sqrt(np.mean((p - a) ** 2))),
-        "mape": float(np.mean(np.abs(err)) * 100),
-        "median_abs_err_pct": float(np.median(np.abs(err)) * 100),
-        "bias_pct": float(np.mean(err) * 100),
-        "noise_floor_pct": float(np.median(noise) * 100),
-        "noise_floor_p90_pct": float(np.percentile(noise, 90) * 100),
-        "measured_ms_min": float(a.min()),
-        "measured_ms_max": float(a.max()),
-        "threads": fp.threads,
-        "provider": fp.provider,
-        "int8": table.int8,
-        "seed": seed,
-        "seconds": round(time.time() - t0, 2),
-        "_predicted": p.tolist(),
-        "_measured": a.tolist(),
-        "_measured_again": b.tolist(),
-    }

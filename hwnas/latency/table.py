@@ -98,6 +98,19 @@ class Calibration(_M):
         return self
 
 
+class NoiseReport(_M):
+    """How quiet the machine was while the table was measured: a table measured beside another job
+    is wrong in a way its own repeat measurements hide, so the whole machine's load is recorded too."""
+
+    others_cores: float = Field(ge=0.0, description="mean number of cores other processes kept busy while measuring")
+    load_avg_max: float | None = Field(default=None, ge=0.0, description="highest 1-minute load average seen")
+    repeat_noise_pct: float = Field(ge=0.0, description="median |run 1 - run 2| / mean of the calibration subnets")
+    repeat_noise_p90_pct: float = Field(ge=0.0)
+    rounds: int = Field(ge=1, description="measurement rounds: 1, plus one per re-measurement of a noisy machine")
+    trusted: bool
+    reason: str = Field(default="", description="why the table is not trusted (empty when it is)")
+
+
 class LatencyTable(_M):
     """A latency TABLE file."""
 
@@ -116,6 +129,7 @@ class LatencyTable(_M):
     seconds: float = Field(ge=0.0, description="wall time the profiling took")
     entries: dict[str, EntryStats] = Field(min_length=1)
     calibration: Calibration
+    noise: NoiseReport | None = Field(default=None, description="the profiler's check of the machine (none: not checked)")
 
     @model_validator(mode="after")
     def _check(self) -> "LatencyTable":
@@ -185,3 +199,15 @@ def check_table_space(table: LatencyTable, space: Space, path: str | Path = "tab
     extra = [r for r in table.resolutions if r not in space.resolutions]
     if extra:
         raise UserError(f"{path}: resolutions: {extra} are not resolutions of space '{space.name}' ({space.resolutions})")
+
+
+def check_trusted(table: LatencyTable, path: str | Path, *, force: bool) -> None:
+    """Refuse (UserError, exit 2) a table its profiler found busy or noisy, unless forced."""
+    if table.noise is None or table.noise.trusted or force:
+        return
+    n = table.noise
+    raise UserError(
+        f"{path}: this latency table was measured on a busy or noisy machine ({n.reason}), so its predictions "
+        f"cannot be trusted to keep a budget. Profile again with other programs closed, or pass --force-table to use it anyway"
+    )
+

@@ -54,14 +54,16 @@ class _Latency:
 
 
 def _latency_from(obj: Any, gs_full: GeneSpace) -> _Latency:
-    """Accept a LatencyPredictor-like object or a bare vectorised function."""
-    fn: GenomeFn = obj.predict_genomes if hasattr(obj, "predict_genomes") else obj
+    """Accept a LatencyModel or a bare vectorised function on genomes."""
+    from hwnas.latency.model import LatencyModel
+
+    model = obj if isinstance(obj, LatencyModel) else None
+    fn: GenomeFn = model.predict_genomes if model is not None else obj
     if not callable(fn):
-        raise TypeError("latency_predictor must have predict_genomes(X) or be callable on genomes")
-    res = getattr(obj, "resolutions", None)
-    res = [int(r) for r in res] if res is not None else None
-    if hasattr(obj, "min_latency_ms"):
-        m = float(obj.min_latency_ms())
+        raise TypeError("latency_predictor must be a LatencyModel or be callable on genomes")
+    res = [int(r) for r in model.resolutions] if model is not None else None
+    if model is not None:
+        m = float(model.min_latency_ms())
     else:
         gs = GeneSpace.for_space(gs_full.space, res)
         m = float(fn(_min_latency_genome(gs, fn)[None, :])[0])

@@ -55,7 +55,7 @@ def search_supernet(
     import torch
 
     from hwnas.data import calibration_subset, load_dataset
-    from hwnas.latency import LatencyPredictor, load_table
+    from hwnas.latency import latency_model, load_table
     from hwnas.train import evaluate_subnet, load_supernet
 
     say = log or (lambda m: None)
@@ -66,12 +66,12 @@ def search_supernet(
     net, meta = load_supernet(ckpt_path, map_location=device)
     space = meta.get_space()
     table = load_table(table_path, space)
-    predictor = LatencyPredictor(table, space)
+    predictor = latency_model(table, space)
     check_budgets(budgets, predictor.min_latency_ms())  # fail fast, before loading data
     extras: list[ObjectiveSpec] = list(extra_objectives)
     if second_table is not None:
         t2 = load_table(second_table, space)
-        p2 = LatencyPredictor(t2, space)
+        p2 = latency_model(t2, space)
         extras.append(Objective("latency2_ms", p2.predict_genomes))
         if set(p2.resolutions) != set(predictor.resolutions):
             common = sorted(set(p2.resolutions) & set(predictor.resolutions))
@@ -112,10 +112,13 @@ def search_supernet(
 
 
 class _RestrictedPredictor:
-    """A latency predictor limited to resolutions both tables cover (for a second-device objective)."""
+    """A LatencyModel limited to resolutions both tables cover (for a second-device objective)."""
 
     def __init__(self, inner: Any, resolutions: list[int]) -> None:
         self._inner, self.resolutions = inner, list(resolutions)
+
+    def predict(self, subnet: Any) -> float:
+        return self._inner.predict(subnet)
 
     def predict_genomes(self, X: np.ndarray) -> np.ndarray:
         return self._inner.predict_genomes(X)

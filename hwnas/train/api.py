@@ -32,7 +32,7 @@ from hwnas.space.models import Space
 from hwnas.supernet import StaticNet, Supernet
 from hwnas.train.checkpoint import SupernetMeta, check_space, load_checkpoint, read_meta, save_checkpoint
 from hwnas.train.config import PhaseConfig, TrainConfig, resolve_config
-from hwnas.train.distributed import DistContext, init_distributed, resolve_device
+from hwnas.train.distributed import DistContext, init_distributed, memory_format_for, resolve_device
 from hwnas.train.evaluate import evaluate_subnet, forward_seconds_per_image
 from hwnas.train.losses import training_loss
 from hwnas.train.phases import eval_subnets, sample_step
@@ -229,7 +229,7 @@ def _make_teacher(model: Supernet, device: torch.device) -> StaticNet:
 
 
 def _freeze(net: nn.Module, device: torch.device) -> StaticNet:
-    net.to(device=device, memory_format=torch.channels_last)
+    net.to(device=device, memory_format=memory_format_for(device))
     net.eval()
     for p in net.parameters():
         p.requires_grad_(False)
@@ -306,7 +306,7 @@ def _train_epoch(run: _Run, it: BatchIterator, ddp: nn.Module, calib: torch.Tens
         resolution, subs = sample_step(run.space, phase, index, cfg.seed, run.pos.epoch, run.pos.batch)
         gen = _aug_generator(cfg.seed, run.pos, run.dist.rank)
         x = augment_batch(xb, resolution, run.ds.mean, run.ds.std, train=True, generator=gen, flip=cfg.flip)
-        x = x.contiguous(memory_format=torch.channels_last)  # 2-4x faster depthwise convs, CPU and GPU
+        x = x.contiguous(memory_format=memory_format_for(device))
         run.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cuda):
             mean_loss = step_loss(run.model, ddp, x, yb, subs, phase, cfg, run.teacher)
@@ -479,7 +479,7 @@ def _result(run: _Run, seconds: float) -> dict[str, Any]:
 
 
 PROBE_STEPS = 3
-"""Timed steps per phase kind (after one untimed warm-up step)."""
+"""Timed steps per phase kind, each after an untimed warm-up step on the same subnets."""
 
 
 def probe_costs(model: Supernet, cfg: TrainConfig, space: Space, ds: Dataset, device: torch.device,
@@ -506,25 +506,48 @@ def probe_costs(model: Supernet, cfg: TrainConfig, space: Space, ds: Dataset, de
             if phase.kind in by_kind:
                 costs[phase.name] = by_kind[phase.kind]
                 continue
+            # The first step on a new subnet shape pays one-time costs (allocator growth; on CUDA,
+            # cuDNN picking and compiling kernels per shape: seconds each), which the run pays once
+            # per shape and the re-planning absorbs. So each timed step repeats an untimed step's
+            # subnets; sampled subnets differ, so the mean of the timed steps, not the median.
             times = []
-            for step in range(steps + 1):
-                t0 = time.perf_counter()
+            for step in range(steps):
                 resolution, subs = sample_step(space, phase, index, 0, 0, step)
-                x = augment_batch(xb, resolution, ds.mean, ds.std, train=True, generator=gen, flip=cfg.flip)
-                x = x.contiguous(memory_format=torch.channels_last)
-                opt.zero_grad(set_to_none=True)
-                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cuda):
-                    step_loss(probe, probe, x, yb, subs, phase, cfg, teacher)
-                opt.step()
-                if cuda:
-                    torch.cuda.synchronize(device)
-                times.append(time.perf_counter() - t0)
-            # sampled subnets differ step to step: the mean of the timed steps, not the median
-            by_kind[phase.kind] = costs[phase.name] = max(float(np.mean(times[1:])), 1e-9)
+                for timed in (False, True):
+                    t0 = time.perf_counter()
+                    x = augment_batch(xb, resolution, ds.mean, ds.std, train=True, generator=gen, flip=cfg.flip)
+                    x = x.contiguous(memory_format=memory_format_for(device))
+                    opt.zero_grad(set_to_none=True)
+                    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cuda):
+                        step_loss(probe, probe, x, yb, subs, phase, cfg, teacher)
+                    opt.step()
+                    if cuda:
+                        torch.cuda.synchronize(device)
+                    if timed:
+                        times.append(time.perf_counter() - t0)
+            by_kind[phase.kind] = costs[phase.name] = max(float(np.mean(times)), 1e-9)
         largest = space.largest()
         n = min(cfg.eval_batch_size, 256, ds.train_x.shape[0])
         per_image = forward_seconds_per_image(probe.extract(largest), ds.train_x[:n], largest.resolution, ds.mean, ds.std, device)
     return costs, per_image
+
+
+def supernet_epochs_for(space: Space, ds: Dataset, cfg: TrainConfig, time_budget_s: float,
+                        device: str | torch.device | None = None) -> float:
+    """About how many epochs `train_supernet` would plan for `time_budget_s` (all of it for steps:
+    an upper bound), from the same cost probe, without training. For deciding whether a supernet is
+    worth training at all."""
+    from hwnas.train.plan import plan_epochs
+
+    dev = resolve_device(None if device is None else str(device))
+    model = Supernet(space).to(device=dev, memory_format=memory_format_for(dev))
+    costs, _ = probe_costs(model, cfg, space, ds, dev)
+    n = int(ds.train_x.shape[0])
+    iters = n // cfg.batch_size if n >= cfg.batch_size else 1
+    try:
+        return float(sum(plan_epochs(cfg, costs, iters, time_budget_s).planned_epochs.values()))
+    except UserError:  # not even one iteration per phase fits
+        return 0.0
 
 
 def make_plan(run: _Run, costs: dict[str, float], per_image_s: float, time_budget_s: float | None,
@@ -646,7 +669,7 @@ def _train(space_spec: Space | str, data: str, out: Path, config: Any, epochs_sc
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     random.seed(cfg.seed)
-    model = Supernet(space).to(device=device, memory_format=torch.channels_last)
+    model = Supernet(space).to(device=device, memory_format=memory_format_for(device))
 
     world = dctx.world_size
     per_rank = -(-ds.train_x.shape[0] // world)

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from hwnas.data import augment_batch
+from hwnas.train.distributed import memory_format_for
 
 
 @torch.no_grad()
@@ -68,7 +69,7 @@ def recalibrate_bn(
         for i in range(0, images_uint8.shape[0], batch_size):
             xb = images_uint8[i : i + batch_size].to(dev)
             x = augment_batch(xb, resolution, mean, std, train=False)
-            model(x.contiguous(memory_format=torch.channels_last))
+            model(x.contiguous(memory_format=memory_format_for(dev)))
         for bn, (n, s_mean, s_var, c) in sums.items():
             assert bn.running_mean is not None and bn.running_var is not None
             bn.running_mean[:c] = (s_mean / n).to(bn.running_mean.dtype)

@@ -57,6 +57,16 @@ def init_distributed(device: torch.device) -> DistContext:
     return DistContext(rank, world, local, owns_group=True)
 
 
+def memory_format_for(device: str | torch.device) -> torch.memory_format:
+    """channels_last on CPU, where it makes depthwise convs 2-4x faster; contiguous on CUDA.
+
+    On CUDA, bf16 convs in channels_last run kernels that cuDNN compiles for each new conv shape, and
+    elastic subnets keep bringing new shapes. Measured on an H100 (mbv3-cifar supernet, batch 128,
+    sandwich steps): channels_last 26 s for the first step and 1.3 s per step for the next 20, 150 ms
+    once every shape was seen; contiguous 1.5 s for the first step, then 153-182 ms from the start."""
+    return torch.channels_last if torch.device(device).type == "cpu" else torch.contiguous_format
+
+
 def resolve_device(device: str | None, local_rank: int = 0) -> torch.device:
     """None -> CUDA when present else CPU; 'cuda' under torchrun -> this process's GPU."""
     from hwnas.errors import UserError

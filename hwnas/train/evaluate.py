@@ -11,6 +11,7 @@ from torch import nn
 from hwnas.data import augment_batch, calibration_subset
 from hwnas.space.models import Subnet
 from hwnas.train.bn import recalibrate_bn
+from hwnas.train.distributed import memory_format_for
 
 if TYPE_CHECKING:
     from hwnas.data import Dataset
@@ -39,7 +40,7 @@ def accuracy(
     try:
         for i in range(0, x_uint8.shape[0], batch_size):
             xb = augment_batch(x_uint8[i : i + batch_size].to(dev), resolution, mean, std, train=False)
-            xb = xb.contiguous(memory_format=torch.channels_last)
+            xb = xb.contiguous(memory_format=memory_format_for(dev))
             pred = model(xb).argmax(1)
             correct += int((pred.cpu() == y[i : i + batch_size].cpu()).sum())
     finally:
@@ -53,8 +54,8 @@ def forward_seconds_per_image(net: nn.Module, x_uint8: torch.Tensor, resolution:
     """Eval-mode forward time per image of `net` on these images (one warm-up pass, then one timed):
     what evaluation, BN recalibration and the export's checks cost, for planning them."""
     dev = torch.device(device)
-    net = net.to(device=dev, memory_format=torch.channels_last).eval()
-    x = augment_batch(x_uint8.to(dev), resolution, mean, std, train=False).contiguous(memory_format=torch.channels_last)
+    net = net.to(device=dev, memory_format=memory_format_for(dev)).eval()
+    x = augment_batch(x_uint8.to(dev), resolution, mean, std, train=False).contiguous(memory_format=memory_format_for(dev))
     net(x)  # warm-up: allocators, kernel selection
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
@@ -78,7 +79,7 @@ def evaluate_subnet(
     """Validation accuracy of `subnet` with inherited weights: extract, recalibrate BN on `calib`
     (default: the fixed `calibration_subset(ds)`), evaluate on ds.val. The supernet is untouched."""
     sub = supernet.space.validate_subnet(subnet)
-    net = supernet.extract(sub).to(device=device, memory_format=torch.channels_last)
+    net = supernet.extract(sub).to(device=device, memory_format=memory_format_for(device))
     if calib is None:
         calib = calibration_subset(ds, n=calib_images)
     recalibrate_bn(net, calib, sub.resolution, ds.mean, ds.std, batch_size=min(batch_size, 256), device=device)

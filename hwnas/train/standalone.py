@@ -21,6 +21,7 @@ from torch import nn
 
 from hwnas.data import BatchIterator, Dataset, augment_batch
 from hwnas.errors import TrainingDiverged
+from hwnas.train.distributed import memory_format_for
 from hwnas.train.evaluate import accuracy
 from hwnas.train.losses import training_loss
 from hwnas.train.schedule import CosineSchedule, make_optimizer
@@ -73,9 +74,9 @@ def train_network(
         raise ValueError(f"time_budget_s must be positive, got {time_budget_s}")
     r = recipe or StandaloneRecipe()
     dev = torch.device(device)
-    net.to(device=dev, memory_format=torch.channels_last).train()
+    net.to(device=dev, memory_format=memory_format_for(dev)).train()
     if teacher is not None:
-        teacher.to(device=dev, memory_format=torch.channels_last).eval()
+        teacher.to(device=dev, memory_format=memory_format_for(dev)).eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
     it = BatchIterator(ds.train_x, ds.train_y, r.batch_size, shuffle=True, seed=seed,
@@ -90,7 +91,7 @@ def train_network(
 
     def step(xb: torch.Tensor, yb: torch.Tensor) -> float:
         x = augment_batch(xb, resolution, ds.mean, ds.std, train=True, generator=gen, flip=r.flip)
-        x = x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=memory_format_for(dev))
         with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=cuda):
             t_logits = None
             if teacher is not None and r.kd_weight > 0:
@@ -152,3 +153,35 @@ def _rescheduled(old: CosineSchedule, r: StandaloneRecipe, total: int) -> Cosine
     new = CosineSchedule(r.lr, total, round(r.warmup_fraction * total))
     new.step_count = old.step_count
     return new
+
+
+def step_seconds(net: nn.Module, ds: Dataset, *, resolution: int, recipe: StandaloneRecipe | None = None,
+                 device: str | torch.device = "cpu", steps: int = 3) -> float:
+    """Seconds per training step of `net` with `recipe` (mean of `steps` after an untimed one), timed on a
+    copy inside `fork_rng`: the network and every random stream are left as they were."""
+    import copy
+
+    r = recipe or StandaloneRecipe()
+    dev = torch.device(device)
+    fmt = memory_format_for(dev)
+    n = min(r.batch_size, int(ds.train_x.shape[0]))
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        probe = copy.deepcopy(net).to(device=dev, memory_format=fmt).train()
+        opt = make_optimizer(probe, 1e-4, r.momentum, r.nesterov, r.weight_decay)
+        xb, yb = ds.train_x[:n].to(dev), ds.train_y[:n].to(dev)
+        times = []
+        for i in range(steps + 1):
+            t0 = time.perf_counter()
+            x = augment_batch(xb, resolution, ds.mean, ds.std, train=True, flip=r.flip).contiguous(memory_format=fmt)
+            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+                loss = training_loss(probe(x), yb, None, label_smoothing=r.label_smoothing, kd_weight=0.0,
+                                     kd_temperature=r.kd_temperature)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            if i > 0:
+                times.append(time.perf_counter() - t0)
+    return float(sum(times) / len(times))
+

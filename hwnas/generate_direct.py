@@ -1,0 +1,152 @@
+"""generate's direct route: when the time budget cannot train a supernet worth searching.
+
+On a 2-core CPU a supernet given its share of a 15-45 minute budget trains well under the
+MIN_SUPERNET_EPOCHS its accuracies need to rank subnets. Searching with them chose by noise, and
+the fine-tuned result lost to a fixed network trained for the whole time. So generate plans the
+supernet first (the same cost probe `train --time-budget` uses). If it would get too few epochs,
+generate skips it:
+1. `hwnas.search.direct` chooses a subnet (the data's own resolution, within the latency budget,
+   the largest that still trains enough epochs);
+2. the choice is measured before anything is trained;
+3. it is trained from scratch with the single-network recipe for the time left;
+4. the usual export and budget check follow.
+The report says which route was taken and why.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from hwnas.fileio import atomic_path, write_json
+
+MAX_MEASURED = 4
+"""Candidates measured before training at most (the choice, then the next smaller ones)."""
+
+
+@dataclass
+class DirectRun:
+    """What the direct route chose and trained (for the export, the report and --json)."""
+
+    subnet: Any
+    predicted_latency_ms: float
+    attempts: list[Any]
+    weights: Any
+    feasible: list[Any]
+    resolution: int
+    expected_epochs: float
+    train: dict[str, Any] = field(default_factory=dict)
+    reason: str = ""
+
+
+def run_direct(sp: Any, tab: Any, model: Any, ds: Any, budget_ms: float, *, deadline: float, local: bool,
+               supernet_epochs: float, device: str | None, progress: bool, log: Callable[[str], None],
+               attempt_cls: Any, tolerance: float, reserve_s: Callable[[Any], float]) -> DirectRun:
+    """Choose, check and train a subnet within `deadline` (a time.perf_counter() value)."""
+    from hwnas.export.core import measure_subnet_ms
+    from hwnas.search.direct import MIN_EPOCHS, choose_for_time, resolution_for
+    from hwnas.space import build_plan
+    from hwnas.space.cost import macs
+    from hwnas.supernet import StaticNet, init_weights
+    from hwnas.train.distributed import resolve_device
+    from hwnas.train.standalone import StandaloneRecipe, step_seconds, train_network
+
+    dev = resolve_device(device)
+    recipe = StandaloneRecipe()
+    size = int(ds.train_x.shape[-1])
+    resolution, feasible = resolution_for(sp, model, budget_ms, size)
+    if not feasible:  # generate checked the budget against the fastest subnet; a pool can still miss it
+        feasible = [sp.smallest().model_copy(update={"resolution": resolution})]
+    n = int(ds.train_x.shape[0])
+    iters = max(1, n // recipe.batch_size)
+
+    def epoch_s(sub: Any) -> float:
+        return iters * step_seconds(StaticNet(build_plan(sp, sub)), ds, resolution=sub.resolution, recipe=recipe, device=dev)
+
+    smallest = min(feasible, key=lambda s: macs(sp, s))
+    reserve = reserve_s(smallest)
+    train_s = deadline - time.perf_counter() - reserve
+    pick, expected = choose_for_time(sp, feasible, epoch_s, train_s)
+    log(f"direct: no supernet (it would train {supernet_epochs:.2f} epochs in its share); "
+        f"resolution {resolution} (the images are {size}x{size}), {len(feasible)} subnets within {budget_ms:g} ms predicted; "
+        f"chose {macs(sp, pick) / 1e6:.1f}M MACs, about {expected:.1f} epochs in {train_s:.0f} s")
+
+    # measure before training: latency does not depend on the weights
+    order = [pick] + sorted((s for s in feasible if macs(sp, s) < macs(sp, pick)), key=lambda s: -macs(sp, s))
+    attempts = []
+    for sub in order[:MAX_MEASURED]:
+        predicted = float(model.predict(sub))
+        measured = measure_subnet_ms(sp, sub, tab) if not tab.int8 else predicted
+        ok = measured <= budget_ms * (1 + tolerance) or not local
+        attempts.append(attempt_cls(subnet=sub.model_dump(mode="json"), predicted_acc=None, predicted_latency_ms=predicted,
+                                    measured_latency_ms=measured, within_budget=ok))
+        log(f"measure: candidate predicted {predicted:.3f} ms measured {measured:.3f} ms" + ("" if ok else ", over the budget"))
+        if ok:
+            pick = sub
+            break
+    else:  # none measured within the budget: the fastest measured (generate then reports the miss)
+        pick = order[min(range(len(attempts)), key=lambda i: attempts[i].measured_latency_ms)]
+
+    import torch
+
+    torch.manual_seed(0)
+    net = StaticNet(build_plan(sp, pick))
+    init_weights(net)
+    train_s = max(deadline - time.perf_counter() - reserve_s(pick), 1.0)
+    log(f"direct: training the chosen subnet from scratch for {train_s:.0f} s (lr {recipe.lr})")
+    out = train_network(net, ds, resolution=pick.resolution, time_budget_s=train_s, recipe=recipe, device=dev,
+                        evaluate=False, progress=progress, label="train")
+    info = {"route": "direct", "seconds": round(out["seconds"], 1), "epochs": round(out["epochs"], 2), "iters": out["iters"],
+            "images_per_s": round(out["images_per_s"], 1), "recipe": recipe.model_dump(), "supernet_epochs": round(supernet_epochs, 3),
+            "min_epochs": MIN_EPOCHS, "candidates": len(feasible), "resolution": resolution}
+    reason = (f"a supernet would have trained only {supernet_epochs:.2f} epochs in its share of the time budget, too few "
+              f"for its accuracies to rank subnets, so none was trained: the largest subnet within the budget at the data's "
+              f"resolution ({resolution}) that trains at least {MIN_EPOCHS:g} epochs in the time left was trained from scratch "
+              f"({info['epochs']:g} epochs)")
+    return DirectRun(subnet=pick, predicted_latency_ms=float(model.predict(pick)), attempts=attempts,
+                     weights=net.cpu().eval(), feasible=feasible, resolution=resolution, expected_epochs=expected,
+                     train=info, reason=reason)
+
+
+def write_direct_outputs(run: DirectRun, sp: Any, model: Any, val_acc: float, budget_ms: float, out_dir: Path,
+                         title: str) -> None:
+    """pareto.json (the one subnet evaluated: the trained choice, with its measured accuracy), best.json
+    and pareto.png (the candidates by predicted latency and MACs, the choice marked)."""
+    from hwnas.space.cost import macs
+
+    entry = {"subnet": run.subnet.model_dump(mode="json"), "predicted_acc": float(val_acc),
+             "predicted_latency_ms": run.predicted_latency_ms, "macs": int(macs(sp, run.subnet))}
+    write_json(out_dir / "pareto.json", [entry])
+    write_json(out_dir / "best.json", run.subnet.model_dump(mode="json"))
+    plot_candidates(run, sp, model, budget_ms, out_dir / "pareto.png", title)
+
+
+def plot_candidates(run: DirectRun, sp: Any, model: Any, budget_ms: float, path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from hwnas.space.cost import macs
+
+    lat = [float(model.predict(s)) for s in run.feasible]
+    mm = [macs(sp, s) / 1e6 for s in run.feasible]
+    fig, ax = plt.subplots(figsize=(7.0, 4.6), dpi=120)
+    try:
+        ax.scatter(lat, mm, s=9, c="#8fa3bf", alpha=0.7, linewidths=0,
+                   label=f"candidates within the budget at {run.resolution}x{run.resolution} ({len(lat)})")
+        ax.scatter([run.predicted_latency_ms], [macs(sp, run.subnet) / 1e6], s=90, marker="*", c="#c0392b", zorder=3,
+                   label=f"trained ({run.train.get('epochs', 0):g} epochs)")
+        ax.axvline(budget_ms, color="#c0392b", lw=1.0, ls="--", label=f"budget {budget_ms:g} ms")
+        ax.set_xlabel("predicted latency (ms)")
+        ax.set_ylabel("MACs (M)")
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=7, loc="upper left")
+        ax.grid(alpha=0.3)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return path

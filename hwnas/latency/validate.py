@@ -1,0 +1,171 @@
+"""`hwnas latency validate`: the predictor against fresh whole-subnet measurements.
+
+Two sets are measured. Uniform random subnets show the predictor over the space. A "front" set shows
+it where the search looks: half from the fastest decile of the space by MACs, half spread along the
+front of (predicted latency, MACs) of a random pool, which is where a searched Pareto front lies (most
+MACs per millisecond). Random subnets alone miss the fast end, where errors were largest.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hwnas.errors import UserError
+from hwnas.latency.pieces import sample_subnets, tilted_sample
+from hwnas.latency.model import LatencyModel, latency_model
+from hwnas.latency.profile import calibration_set, export_subnet
+from hwnas.latency.table import LatencyTable
+from hwnas.runtime import MeasureProtocol, check_target, ortbench
+from hwnas.space import Encoding, Space, Subnet
+from hwnas.space.cost import macs
+
+FRONT_POOL_PER_SUBNET = 40
+"""Pool subnets drawn per front subnet picked (at least 400)."""
+
+
+def random_subnets(space: Space, n: int, seed: int, resolutions: list[int], exclude: set[str]) -> list[Subnet]:
+    """`n` distinct uniform random subnets whose keys are not in `exclude`."""
+    subs: list[Subnet] = []
+    seen = set(exclude)
+    s = seed
+    while len(subs) < n:
+        for sub in sample_subnets(space, n, s, resolutions):
+            if sub.key() not in seen and len(subs) < n:
+                seen.add(sub.key())
+                subs.append(sub)
+        s += 7_777_777
+    return subs
+
+
+def _spread(order: list[int], k: int) -> list[int]:
+    """`k` entries of `order` at evenly spaced positions (all of them if it is shorter)."""
+    if k >= len(order):
+        return list(order)
+    return [order[int(round(i))] for i in np.linspace(0, len(order) - 1, k)]
+
+
+def pareto_front(latency: np.ndarray, size: np.ndarray) -> list[int]:
+    """Indices not dominated in (lower latency, larger size), fastest first."""
+    front, best = [], -np.inf
+    for i in np.lexsort((-size, latency)):  # by latency, ties: largest first
+        if size[i] > best:
+            front.append(int(i))
+            best = size[i]
+    return front
+
+
+def front_pool(space: Space, pred: LatencyModel, n: int, seed: int, exclude: set[str]) -> list[Subnet]:
+    """The distinct random subnets (not in `exclude`) that `front_subnets` picks from."""
+    rng = np.random.default_rng([seed, 31_337])
+    pool: dict[str, Subnet] = {}
+    for i in range(max(FRONT_POOL_PER_SUBNET * n, 400)):
+        s = space.sample(rng=rng) if i % 2 == 0 else tilted_sample(space, rng, float(rng.uniform(-3.0, 3.0)))
+        s = space.validate_subnet(dict(s.model_dump(exclude={"space"}), resolution=int(rng.choice(pred.resolutions))))
+        if s.key() not in exclude:
+            pool.setdefault(s.key(), s)
+    return list(pool.values())
+
+
+def front_subnets(space: Space, pred: LatencyModel, n: int, seed: int, exclude: set[str]) -> list[Subnet]:
+    """`n` distinct subnets where the search looks (see the module docstring), none in `exclude`.
+
+    The pool mixes uniform draws with draws leaning to small or large choices, so that both the
+    fast end and the top of the MACs range are present."""
+    subs = front_pool(space, pred, n, seed, exclude)
+    if len(subs) < n:
+        raise UserError(f"--samples: the space has too few distinct subnets for a front set of {n}")
+    size = np.array([macs(space, s) for s in subs], dtype=np.float64)
+    lat = pred.predict_genomes(np.stack([Encoding(space).encode(s) for s in subs]))
+    by_macs = [int(i) for i in np.argsort(size, kind="stable")]
+    fastest = by_macs[: max(len(subs) // 10, n)]
+    picked = _spread(fastest, n // 2)
+    rest = [i for i in pareto_front(lat, size) if i not in set(picked)]
+    picked += _spread(rest, n - len(picked))
+    for i in fastest + by_macs:  # a short front: fill from the fast end
+        if len(picked) >= n:
+            break
+        if i not in picked:
+            picked.append(i)
+    return [subs[i] for i in picked]
+
+
+def _errors(p: np.ndarray, a: np.ndarray, prefix: str) -> dict[str, float]:
+    from scipy.stats import kendalltau
+
+    err = (p - a) / a
+    return {
+        f"{prefix}within_5pct": float(np.mean(np.abs(err) <= 0.05)),
+        f"{prefix}within_10pct": float(np.mean(np.abs(err) <= 0.10)),
+        f"{prefix}kendall_tau": float(kendalltau(p, a).statistic) if len(a) > 1 else float("nan"),
+        f"{prefix}rmse_ms": float(np.sqrt(np.mean((p - a) ** 2))),
+        f"{prefix}mape": float(np.mean(np.abs(err)) * 100),
+        f"{prefix}median_abs_err_pct": float(np.median(np.abs(err)) * 100),
+        f"{prefix}bias_pct": float(np.mean(err) * 100),
+        f"{prefix}measured_ms_min": float(a.min()),
+        f"{prefix}measured_ms_max": float(a.max()),
+    }
+
+
+def validate_table(
+    table: LatencyTable,
+    samples: int,
+    *,
+    seed: int = 0,
+    progress: bool = True,
+    space: Space | None = None,
+    protocol: MeasureProtocol | None = None,
+    front: int | None = None,
+) -> dict[str, Any]:
+    """Export `samples` fresh random subnets and `front` (default `samples`) front subnets, never the
+    calibration ones; measure each twice, in two separate runs. The predictor is compared with the
+    first run; the second gives the noise floor."""
+    if samples < 2:
+        raise UserError(f"--samples: need at least 2, got {samples}")
+    space = space or table.get_space()
+    pred = latency_model(table, space)
+    fp = table.fingerprint
+    check_target(fp.threads, fp.provider)
+    cal = {s.key() for s in calibration_set(space, len(table.calibration.points), table.resolutions)}
+    rand = random_subnets(space, samples, seed, pred.resolutions, cal)
+    fr = front_subnets(space, pred, samples if front is None else front, seed, cal | {s.key() for s in rand})
+    subs = rand + fr
+    t0 = time.time()
+    proto = (protocol or table.protocol).model_dump()
+    with tempfile.TemporaryDirectory(prefix="hwnas-validate-") as d:
+        bar = ortbench.Progress(len(subs), "exporting", enabled=progress)
+        jobs = []
+        for i, sub in enumerate(subs):
+            f = Path(d) / f"{i:04d}.onnx"
+            f.write_bytes(export_subnet(space, sub, int8=table.int8))
+            jobs.append({"key": str(i), "model": str(f), "shape": [1, space.in_channels, sub.resolution, sub.resolution], "dim_overrides": {}})
+            bar.update()
+        run_a = ortbench.measure_many(jobs, proto, fp.threads, fp.provider, progress, label="measuring (run 1/2)", chunk=16)
+        run_b = ortbench.measure_many(jobs, proto, fp.threads, fp.provider, progress, label="measuring (run 2/2)", chunk=16)
+    a = np.array([run_a[str(i)]["median_ms"] for i in range(len(subs))])
+    b = np.array([run_b[str(i)]["median_ms"] for i in range(len(subs))])
+    p = pred.predict_genomes(np.stack([Encoding(space).encode(s) for s in subs]))
+    noise = np.abs(a - b) / ((a + b) / 2)
+    n = len(rand)
+    return {
+        "samples": n,
+        **_errors(p[:n], a[:n], ""),
+        "front_samples": len(fr),
+        **_errors(p[n:], a[n:], "front_"),
+        "noise_floor_pct": float(np.median(noise) * 100),
+        "noise_floor_p90_pct": float(np.percentile(noise, 90) * 100),
+        "threads": fp.threads,
+        "provider": fp.provider,
+        "int8": table.int8,
+        "seed": seed,
+        "seconds": round(time.time() - t0, 2),
+        "_predicted": p[:n].tolist(),
+        "_measured": a[:n].tolist(),
+        "_measured_again": b[:n].tolist(),
+        "_front_predicted": p[n:].tolist(),
+        "_front_measured": a[n:].tolist(),
+    }

@@ -1,0 +1,97 @@
+"""Choosing a subnet without a supernet (time budgets too short to train one): the data's own
+resolution, within the latency budget, the largest subnet that still gets enough epochs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from hwnas.latency.model import LatencyModel
+from hwnas.search.direct import choose_for_time, feasible_subnets, native_resolution, resolution_for, uniform_subnets
+from hwnas.space import Encoding, Space
+from hwnas.space.cost import macs
+from tests.test_train import micro_space, tiny_dataset
+
+
+class MacsLatency:
+    """A fake latency model: 1 ms per million MACs (a LatencyModel by the protocol)."""
+
+    def __init__(self, space: Space):
+        self.space, self.enc = space, Encoding(space)
+
+    @property
+    def resolutions(self) -> list[int]:
+        return list(self.space.resolutions)
+
+    def predict(self, subnet) -> float:
+        return macs(self.space, subnet) / 1e6
+
+    def predict_genomes(self, X: np.ndarray) -> np.ndarray:
+        return np.array([self.predict(self.enc.decode(x)) for x in np.atleast_2d(X)])
+
+    def min_latency_ms(self) -> float:
+        return min(self.predict(self.space.smallest().model_copy(update={"resolution": r})) for r in self.resolutions)
+
+
+def test_native_resolution_is_the_closest_to_the_images():
+    sp = micro_space().model_copy(update={"resolutions": [24, 28, 32, 36, 40]})
+    assert native_resolution(sp, 32) == 32
+    assert native_resolution(sp, 30) == 28  # a tie goes to the smaller
+    assert native_resolution(sp, 64) == 40 and native_resolution(sp, 8) == 24
+
+
+def test_feasible_subnets_are_within_the_budget_and_include_fitting_uniform_nets():
+    sp = micro_space()
+    model = MacsLatency(sp)
+    assert isinstance(model, LatencyModel)
+    uni = uniform_subnets(sp, 12)
+    assert len(uni) == 3 * 2 * 3 and all(len(set(s.depths)) == 1 for s in uni)
+    budget = float(np.median([model.predict(s) for s in uni]))
+    feas = feasible_subnets(sp, model, budget, 12, pool=300)
+    assert feas and all(model.predict(s) <= budget and s.resolution == 12 for s in feas)
+    assert {s.key() for s in uni if model.predict(s) <= budget} <= {s.key() for s in feas}
+    assert len({s.key() for s in feas}) == len(feas)
+
+
+def test_resolution_falls_back_below_the_native_one_when_nothing_fits_there():
+    sp = micro_space()
+    model = MacsLatency(sp)
+    at8 = model.predict(sp.smallest().model_copy(update={"resolution": 8}))
+    at12 = model.predict(sp.smallest().model_copy(update={"resolution": 12}))
+    assert at8 < at12
+    r, feas = resolution_for(sp, model, (at8 + at12) / 2, image_size=12)
+    assert r == 8 and feas
+    r, _ = resolution_for(sp, model, at12 * 1.01, image_size=12)
+    assert r == 12
+
+
+def test_choose_for_time_takes_the_largest_that_gets_enough_epochs():
+    sp = micro_space()
+    feas = feasible_subnets(sp, MacsLatency(sp), 1e9, 12, pool=300)
+    cost = lambda s: 1.0 + macs(sp, s) / 1e5  # noqa: E731  seconds per epoch, linear in MACs
+    m = sorted(macs(sp, s) for s in feas)
+    mid = m[len(m) // 2]
+    train_s = 12.0 * (1.0 + mid / 1e5) * (1 + 1e-9)  # exactly 12 epochs of the median-MACs subnet
+    pick, ep = choose_for_time(sp, feas, cost, train_s, min_epochs=12.0)
+    assert macs(sp, pick) == mid and ep == pytest.approx(12.0)
+    assert all(macs(sp, s) <= mid or train_s / cost(s) < 12.0 for s in feas)
+    # not even the smallest gets its epochs: the smallest
+    pick, ep = choose_for_time(sp, feas, cost, 1.0, min_epochs=12.0)
+    assert macs(sp, pick) == m[0] and ep < 12.0
+
+
+def test_step_seconds_leaves_the_network_and_random_streams_alone():
+    from hwnas.space import build_plan
+    from hwnas.supernet import StaticNet
+    from hwnas.train.standalone import step_seconds
+
+    sp = micro_space()
+    torch.manual_seed(0)
+    net = StaticNet(build_plan(sp, sp.largest().model_copy(update={"resolution": 8})))
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    state = torch.random.get_rng_state()
+    s = step_seconds(net, tiny_dataset(), resolution=8, steps=2)
+    assert s > 0
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    assert torch.equal(state, torch.random.get_rng_state())
