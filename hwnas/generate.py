@@ -632,6 +632,7 @@ def export_within_budget(net: Any, ds: Any, tab: Any, front: list[Any], first: A
     from hwnas.export import export_subnet
     from hwnas.export.onnx_stages import measure_as_called
 
+    out_dir.mkdir(parents=True, exist_ok=True)  # the direct route reaches here before anything else wrote to it
     staging = Path(tempfile.mkdtemp(prefix=".hwnas-staging-", dir=out_dir))
     try:
         tried: list[tuple[Any, Any, Path, Attempt]] = []
