@@ -21,3 +21,13 @@ class DataError(UserError):
 
 class TrainingDiverged(HwnasError):
     """Loss became NaN/inf; the last good checkpoint is kept."""
+
+
+class BudgetNotMet(HwnasError):
+    """`generate` delivered no model within the latency budget (exit 3); `result` is what --json prints."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, result: dict | None = None):
+        super().__init__(message)
+        self.result = result or {}

@@ -52,7 +52,7 @@ def subnet(supernet):
 def exported(tmp_path_factory, supernet, subnet, tiny_ds):
     out = tmp_path_factory.mktemp("export") / "model.onnx"
     torch.set_num_threads(1)
-    res = export_subnet(supernet, subnet, tiny_ds, out, int8=True, progress=False)
+    res = export_subnet(supernet, subnet, tiny_ds, out, int8=True, ort_format=True, progress=False)
     return res, out
 
 
@@ -163,6 +163,63 @@ def test_int8_model_is_qdq_runs_and_its_accuracy_is_reported(exported, tiny_ds):
     assert res.measured_latency_ms > 0 and res.predicted_latency_ms is None
 
 
+def _ort_outputs(path: Path, x: np.ndarray) -> np.ndarray:
+    """Logits of a model file in a plain ONNX Runtime session (NCHWc left out, as the .ort converter does)."""
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"], disabled_optimizers=["NchwcTransformer"])
+    return sess.run(["logits"], {"input": x})[0]
+
+
+def test_ort_format_round_trip_equals_the_onnx_models(exported, tiny_ds):
+    """model.ort reproduces model.onnx (<=1e-5 relative), model.int8.ort reproduces model.int8.onnx exactly,
+    and each keeps the preprocessing metadata a phone app reads."""
+    res, out = exported
+    fp32_ort, int8_ort = out.with_suffix(".ort"), out.with_name("model.int8.ort")
+    assert res.ort == str(fp32_ort) and sorted(res.ort_files) == sorted([str(fp32_ort), str(int8_ort)])
+    assert fp32_ort.read_bytes()[4:8] == b"ORTM"  # the flatbuffer identifier of the ORT format
+    x = augment_batch(tiny_ds.val_x, 16, tiny_ds.mean, tiny_ds.std, train=False).numpy()
+    a, b = _ort_outputs(out, x), _ort_outputs(fp32_ort, x)
+    assert float(np.abs(a - b).max()) <= 1e-5 * float(np.abs(a).max())
+    np.testing.assert_array_equal(_ort_outputs(out.with_name("model.int8.onnx"), x), _ort_outputs(int8_ort, x))
+    meta = ort.InferenceSession(str(int8_ort), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
+    assert json.loads(meta["hwnas.precision"]) == "int8" and json.loads(meta["hwnas.preprocessing"])["resolution"] == 16
+
+
+def test_ort_format_writes_the_required_operators_config(exported):
+    """One config per .ort, beside it, in ORT's reduced-build format, listing exactly the operators the .ort holds."""
+    res, out = exported
+    fp32_cfg, int8_cfg = out.with_name("model.required_operators.config"), out.with_name("model.int8.required_operators.config")
+    assert res.ort_config == str(fp32_cfg)
+    from onnxruntime.tools.reduced_build_config_parser import parse_config
+
+    for cfg, ort_file, quantised in ((fp32_cfg, "model.ort", False), (int8_cfg, "model.int8.ort", True)):
+        text = cfg.read_text()
+        assert f"# - {ort_file}" in text and "/tmp" not in text  # names the published file, not a temporary one
+        ops, _ = parse_config(str(cfg))
+        flat = {op for per_opset in ops.values() for names in per_opset.values() for op in names}
+        assert "Conv" in flat or "FusedConv" in flat or "QLinearConv" in flat
+        assert ("QuantizeLinear" in flat) == quantised
+
+
+def test_ort_format_mismatch_fails_and_publishes_nothing(supernet, subnet, tiny_ds, tmp_path, monkeypatch):
+    """A .ort that does not reproduce its ONNX model is an error (exit 1), and no output appears."""
+    import hwnas.export.ort_format as of
+
+    real = of.convert_to_ort
+
+    def wrong_model(onnx_file, out_dir):  # converts another network: outputs differ
+        other = tmp_path / "other.onnx"
+        export_subnet(supernet, supernet.space.smallest(16), tiny_ds, other, force=True, progress=False)
+        return real(other, out_dir)
+
+    monkeypatch.setattr(of, "convert_to_ort", wrong_model)
+    out = tmp_path / "out" / "m.onnx"
+    with pytest.raises(of.OrtFormatError, match="differs from"):
+        export_subnet(supernet, subnet, tiny_ds, out, ort_format=True, progress=False)
+    assert not out.parent.exists() or not list(out.parent.iterdir())
+
+
 def test_export_refuses_to_overwrite_without_force(exported, supernet, subnet, tiny_ds):
     res, out = exported
     before = out.read_bytes()
@@ -218,6 +275,19 @@ def test_cli_export_json(ckpt, subnet, tmp_path, capsys):
     code = main(["export", "--supernet", str(ckpt), "--subnet", str(sub), "--data", "digits", "--out", str(out)])
     assert code == 2 and "--force" in capsys.readouterr().err
     assert out.read_bytes() == before
+
+
+def test_cli_export_ort_format_json_and_refusal(ckpt, subnet, tmp_path, capsys):
+    sub = _write(tmp_path / "best.json", subnet.model_dump())
+    out = tmp_path / "m.onnx"
+    out.with_suffix(".ort").write_bytes(b"old")
+    args = ["export", "--supernet", str(ckpt), "--subnet", str(sub), "--data", "digits", "--out", str(out), "--ort-format", "--json"]
+    code = main(args)
+    assert code == 2 and "m.ort" in capsys.readouterr().err and not out.exists()  # an existing .ort is not overwritten
+    code = main(args + ["--force"])
+    d = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0 and d["ort"] == str(out.with_suffix(".ort")) and d["ort_config"] == str(tmp_path / "m.required_operators.config")
+    assert out.with_suffix(".ort").read_bytes() != b"old" and d["ort_max_rel_diff"] <= 1e-5
 
 
 @pytest.mark.parametrize("obj,needle", [

@@ -129,7 +129,7 @@ def test_cli_bad_budget_and_unwritable_out_exit_2(tmp_path, capsys):
 
 def test_measured_over_budget_falls_back_to_a_faster_front_member(first_run, tiny_folder, tmp_path, monkeypatch):
     """The first export 'measures' at twice the budget; generate must export the next faster front member."""
-    import hwnas.export.core as core
+    import hwnas.export.onnx_stages as core
     from hwnas.generate import generate
 
     budget = 10.0
@@ -140,21 +140,87 @@ def test_measured_over_budget_falls_back_to_a_faster_front_member(first_run, tin
         return budget * 2 if len(calls) == 1 else budget * 0.5
 
     monkeypatch.setattr(core, "measure_model", fake_measure)
+    monkeypatch.setattr(core, "measure_as_called", fake_measure)
     out = tmp_path / "run3"
     r = generate(budget, out, data=tiny_folder, **KW)
     pareto = json.loads((out / "pareto.json").read_text())
     faster = [p for p in pareto if p["predicted_latency_ms"] < r["attempts"][0]["predicted_latency_ms"]]
     report = (out / "report.md").read_text()
     assert r["attempts"][0]["measured_latency_ms"] == budget * 2 and not r["attempts"][0]["within_budget"]
-    if faster:
-        assert len(r["attempts"]) == 2 and r["within_budget"] and r["measured_latency_ms"] == budget * 0.5
+    assert "## Budget check" in report
+    if faster:  # a quick check of the next faster member, then its export (measured twice) is delivered
+        assert [a["kind"] for a in r["attempts"]] == ["check", "check", "export"]
+        assert r["within_budget"] and r["measured_latency_ms"] == budget * 0.5 and r["attempts"][-1]["accepted"]
+        assert len(calls) == 5  # 2 checks, the export's measurement, 2 as-called re-measurements of the delivered file
         assert r["attempts"][1]["predicted_latency_ms"] < r["attempts"][0]["predicted_latency_ms"]
         exported = read_metadata(out / "model.onnx").subnet
-        assert exported == r["attempts"][1]["subnet"] == json.loads((out / "best.json").read_text())
-        assert "## Budget check" in report
-    else:  # nothing faster on the front: the miss is reported, not hidden
-        assert not r["within_budget"] and any("budget" in w for w in r["warnings"])
-        assert "## Warnings" in report
+        assert exported == r["attempts"][1]["subnet"] == r["attempts"][2]["subnet"] == json.loads((out / "best.json").read_text())
+    else:  # nothing faster on the front: exported anyway, measured within the budget the second time
+        assert r["attempts"][-1]["kind"] == "export"
+
+
+def test_no_candidate_within_budget_exits_3_and_leaves_only_the_over_budget_model(first_run, tiny_folder, tmp_path, monkeypatch, capsys):
+    """Every measurement over the budget: exit 3 naming the fastest measured latency, JSON still printed,
+    and the model only as model.over-budget.onnx (a stale model.onnx of an earlier run is removed too)."""
+    import hwnas.export.onnx_stages as stages
+    import hwnas.generate as gen
+
+    budget = 10.0
+    measured = iter(range(100))
+
+    def fake_measure(path, resolution, channels, threads, provider, protocol=None):
+        return budget * 3 - next(measured) * 0.01  # always over; later candidates a little faster
+
+    monkeypatch.setattr(stages, "measure_model", fake_measure)
+    monkeypatch.setattr(stages, "measure_as_called", fake_measure)
+    real = gen.generate
+    monkeypatch.setattr(gen, "generate", lambda b, o, **k: real(b, o, **{**k, **KW}))
+    out = tmp_path / "over"
+    out.mkdir()
+    (out / "model.onnx").write_text("stale")
+    code = main(["generate", "--budget-ms", str(budget), "--out", str(out), "--data", tiny_folder, "--force", "--json"])
+    cap = capsys.readouterr()
+    assert code == 3, cap.err
+    r = json.loads(cap.out.strip().splitlines()[-1])
+    assert not r["within_budget"] and r["onnx"] == str(out / "model.over-budget.onnx")
+    assert (out / "model.over-budget.onnx").is_file() and not (out / "model.onnx").exists()
+    exports = [a for a in r["attempts"] if a["kind"] == "export"]
+    fastest = min(a["measured_latency_ms"] for a in r["attempts"])
+    assert 1 <= len(exports) <= gen.MAX_EXPORT_ATTEMPTS and not any(a["within_budget"] for a in r["attempts"])
+    assert f"{fastest:.4f} ms" in cap.err and "model.over-budget.onnx" in cap.err and "Traceback" not in cap.err
+    assert read_metadata(out / "model.over-budget.onnx").subnet == r["subnet"]
+    assert "no candidate measured within it" in (out / "report.md").read_text()
+
+
+def test_generate_int8_delivers_int8_model_fp32_beside_it_and_ort(first_run, tiny_folder, tmp_path):
+    """--int8 --ort-format: INT8 table profiled, model.onnx is QDQ INT8 (metadata precision int8) with the fp32
+    model of the same subnet as model.fp32.onnx, model.ort reproduces model.onnx, the operator config is written."""
+    from hwnas.data import augment_batch, load_dataset
+    from hwnas.generate import generate
+
+    out = tmp_path / "i8"
+    r = generate(10.0, out, data=tiny_folder, int8=True, ort_format=True, **KW)
+    assert r["precision"] == "int8" and r["cache"]["supernet"] == "hit" and r["within_budget"]
+    q, f = onnx.load(str(out / "model.onnx")), onnx.load(str(out / "model.fp32.onnx"))
+    assert any(n.op_type == "QuantizeLinear" for n in q.graph.node)
+    assert not any(n.op_type == "QuantizeLinear" for n in f.graph.node)
+    m8, m32 = read_metadata(out / "model.onnx"), read_metadata(out / "model.fp32.onnx")
+    assert m8.precision == "int8" and m32.precision == "fp32" and m8.subnet == m32.subnet == r["subnet"]
+    assert r["fp32_onnx"] == str(out / "model.fp32.onnx") and r["onnx"] == str(out / "model.onnx")
+    ds = load_dataset(tiny_folder)
+    x = augment_batch(ds.val_x, r["subnet"]["resolution"], m8.preprocessing.mean, m8.preprocessing.std, train=False).numpy()
+    y = ds.val_y.numpy()
+    acc = {}
+    for name in ("model.onnx", "model.fp32.onnx", "model.ort"):
+        sess = ort.InferenceSession(str(out / name), providers=["CPUExecutionProvider"])
+        acc[name] = sess.run(["logits"], {"input": x})[0]
+    assert float((acc["model.onnx"].argmax(1) == y).mean()) == pytest.approx(r["val_acc"])
+    assert float((acc["model.fp32.onnx"].argmax(1) == y).mean()) == pytest.approx(r["fp32_val_acc"])
+    assert r["int8_acc_change"] == pytest.approx(r["val_acc"] - r["fp32_val_acc"])
+    assert (acc["model.ort"].argmax(1) == acc["model.onnx"].argmax(1)).all()
+    assert r["ort"] == str(out / "model.ort") and "QuantizeLinear" in (out / "model.required_operators.config").read_text()
+    report = (out / "report.md").read_text()
+    assert "INT8 (QDQ)" in report and "INT8: accuracy" in report and "model.ort" in report
 
 
 def test_interrupted_training_leaves_no_cache_entry_and_a_damaged_partial_is_redone(tiny_folder):
@@ -246,6 +312,65 @@ def test_given_supernet_with_a_time_budget_never_takes_the_direct_route(first_ru
     kw = {k: v for k, v in KW.items() if k not in ("space", "train_config", "search_options")}
     r = gen.generate(10.0, tmp_path / "gt", data=tiny_folder, supernet=first_run[0]["supernet"], time_budget="20s", **kw)
     assert r["route"] == "supernet" and r["cache"]["supernet"] == "given"
+def test_next_candidate_walks_by_measurement_and_skips_tried_members():
+    """Over budget: the most accurate untried member whose prediction, scaled by the miss, fits; INT8 accuracy
+    miss (within budget): the next most accurate untried member that still fits; nothing left: None."""
+    from types import SimpleNamespace
+
+    from hwnas.generate import next_candidate
+    from hwnas.space import load_space
+
+    space = load_space("mbv3-tiny")
+    subs = [space.sample(seed=i) for i in range(5)]
+    front = [SimpleNamespace(subnet=s, predicted_latency_ms=lat, predicted_acc=acc)
+             for s, lat, acc in zip(subs, [1.0, 2.0, 3.0, 4.0, 5.0], [0.5, 0.6, 0.7, 0.8, 0.9])]
+    # the 5.0 ms member measured 7.5 (x1.5) against a 5.0 budget: members predicted <= 3.33 fit; the most accurate is 3.0
+    assert next_candidate(front, front[4], 7.5, 5.0) is front[2]
+    assert next_candidate(front, front[4], 7.5, 5.0, exclude=[subs[2]]) is front[1]
+    # within budget (an INT8 accuracy miss): the next most accurate that still fits, never one already tried
+    assert next_candidate(front, front[3], 4.0, 5.0) is front[4]
+    assert next_candidate(front, front[3], 4.0, 5.0, exclude=[subs[4]]) is front[2]
+    # nothing fits even corrected, but faster members exist: the fastest; none faster: None
+    assert next_candidate(front, front[1], 20.0, 5.0) is front[0]
+    assert next_candidate(front, front[0], 20.0, 5.0) is None
+
+
+def test_int8_accuracy_drop_sends_generate_to_the_next_candidate(first_run, tiny_folder, tmp_path, monkeypatch):
+    """The first INT8 export 'loses' 5 points: it is reported and another candidate is exported (bounded);
+    the delivered one is the first that keeps its accuracy, or, if none does, the report says so."""
+    import hwnas.export as ex
+    from hwnas.generate import MAX_EXPORT_ATTEMPTS, generate
+
+    real = ex.export_subnet
+    calls: list[dict] = []
+
+    def lossy_first(*a, **k):
+        r = real(*a, **k)
+        calls.append(r.subnet)
+        return r.model_copy(update={"int8_acc_change": -0.05}) if len(calls) == 1 else r.model_copy(update={"int8_acc_change": 0.0})
+
+    monkeypatch.setattr(ex, "export_subnet", lossy_first)
+    out = tmp_path / "drop"
+    r = generate(10.0, out, data=tiny_folder, int8=True, **KW)
+    exports = [a for a in r["attempts"] if a["kind"] == "export"]
+    assert exports[0]["int8_acc_change"] == -0.05 and not exports[0]["accepted"]
+    assert 1 <= len(exports) <= MAX_EXPORT_ATTEMPTS
+    if len(exports) > 1:  # another front member existed: it was exported and delivered
+        assert exports[1]["subnet"] != exports[0]["subnet"] and exports[1]["accepted"]
+        assert read_metadata(out / "model.onnx").subnet == exports[1]["subnet"] == r["subnet"]
+    else:
+        assert any("loses more than 1 point" in w for w in r["warnings"])
+    assert "-5.00%" in (out / "report.md").read_text()
+
+
+def test_cli_int8_with_an_fp32_table_exits_2_before_any_work(tmp_path, capsys):
+    from pathlib import Path
+
+    table = Path(__file__).resolve().parents[1] / "latency_tables" / "mbv3-tiny-cpu-1t.json"
+    code = main(["generate", "--budget-ms", "0.1", "--out", str(tmp_path / "o"), "--int8", "--table", str(table)])
+    err = capsys.readouterr().err
+    assert code == 2 and "fp32 latency table" in err and "profile --int8" in err and "Traceback" not in err
+    assert not (tmp_path / "o" / "model.onnx").exists()
 
 
 def test_direct_route_when_the_time_budget_cannot_train_a_supernet(tiny_folder, tmp_path, monkeypatch):

@@ -1,7 +1,8 @@
 """The `hwnas` command line: a thin layer over the Python API.
 
 Each command lives in its own module exposing `register(subparsers)`; the handler it
-sets returns an exit code. UserError -> exit 2 with one line on stderr, no traceback.
+sets returns an exit code. UserError -> exit 2 with one line on stderr, no traceback;
+BudgetNotMet (generate) -> exit 3.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import sys
 import traceback
 
 from hwnas import __version__
-from hwnas.errors import UserError
+from hwnas.errors import BudgetNotMet, UserError
 
 COMMAND_MODULES = ["space", "profile", "latency", "train", "import_ofa", "search", "export", "generate"]
 
@@ -47,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"hwnas {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except BudgetNotMet as e:  # a defined outcome, not a bug: its own exit code, no traceback
+        print(f"hwnas {args.command}: error: {e}", file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
         print(f"hwnas {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -25,6 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="MODEL.onnx", help="output ONNX file (INT8: MODEL.int8.onnx next to it)")
     p.add_argument("--table", metavar="TABLE", help="latency table: predicted latency, and the threads/provider/protocol to measure with")
     p.add_argument("--int8", action="store_true", help="also write an INT8 (QDQ, static) model calibrated on training images")
+    p.add_argument("--ort-format", action="store_true",
+                   help="also write MODEL.ort (ONNX Runtime Mobile format, checked against the ONNX model) and "
+                        "MODEL.required_operators.config for a reduced ONNX Runtime build")
     p.add_argument("--threads", type=int, help="intra-op threads for the latency measurement (default: the table's, else 1)")
     p.add_argument("--device", default="cpu", help="torch device for BN recalibration (default cpu)")
     add_force_flag(p)
@@ -35,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from hwnas.data import load_dataset
     from hwnas.export import export_subnet
+    from hwnas.export.ort_format import ort_path
     from hwnas.export.outputs import check_new_file, int8_path
     from hwnas.fileio import read_structured
 
@@ -42,6 +46,9 @@ def run(args: argparse.Namespace) -> int:
     out = check_new_file(args.out, args.force)
     if args.int8:
         check_new_file(int8_path(out), args.force)
+    if args.ort_format:
+        for p in [out] + ([int8_path(out)] if args.int8 else []):
+            check_new_file(ort_path(p), args.force)
     if args.threads is not None and args.threads < 1:
         raise UserError(f"--threads: must be >= 1, got {args.threads}")
     sub_obj = read_structured(args.subnet)
@@ -66,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     if ds.fingerprint != meta.data_fingerprint:
         log(f"note: DATA {args.data} is not the data the supernet was trained on ({meta.data}); "
             "BN statistics and accuracy are computed on the given data")
-    res = export_subnet(net, subnet, ds, out, table=table, int8=args.int8, force=args.force,
+    res = export_subnet(net, subnet, ds, out, table=table, int8=args.int8, ort_format=args.ort_format, force=args.force,
                         threads=args.threads, device=args.device, progress=True)
     d = res.model_dump(mode="json")
     emit(args, d, human(res))
@@ -89,6 +96,9 @@ def human(r) -> str:
             f"latency {r.int8_measured_latency_ms:.3f} ms"
             + (f", predicted {r.predicted_latency_ms:.3f} ms" if r.predicted_latency_ms is not None and r.latency_precision == "int8" else "")
         )
+    if r.ort:
+        lines.append(f"  ort           {', '.join(r.ort_files)} (outputs equal the ONNX models'); "
+                     f"reduced-build operators: {r.ort_config}")
     for w in r.warnings:
         lines.append(f"  warning: {w}")
     return "\n".join(lines)

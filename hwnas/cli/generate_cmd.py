@@ -29,6 +29,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "fine-tunes the chosen subnet; the plan and expected end are printed first")
     p.add_argument("--val-images", type=int, default=None, metavar="N",
                    help="score the search's subnets on N validation images (default: all, or 1000 with --time-budget)")
+    p.add_argument("--int8", action="store_true",
+                   help="profile (or give via --table) INT8 latencies, search with them and deliver the static QDQ INT8 model as "
+                        "model.onnx (the fp32 model beside it as model.fp32.onnx); a candidate losing more than 1 point of "
+                        "accuracy to INT8 is replaced by the next")
+    p.add_argument("--ort-format", action="store_true",
+                   help="also write model.ort (ONNX Runtime Mobile, checked against model.onnx) and "
+                        "model.required_operators.config for a reduced ONNX Runtime build")
     p.add_argument("--device", help="torch device for training (default: cuda if available, else cpu)")
     p.add_argument("--force-table", action="store_true",
                    help="use a latency table even though its profiler found the machine busy or noisy")
@@ -38,7 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hwnas.errors import UserError
+    """Exit 0 with the model within the budget; exit 3 (after printing the result) when none measured within it."""
+    from hwnas.errors import BudgetNotMet, UserError
     from hwnas.generate import DEFAULT_SPACE, generate
 
     if args.supernet is not None and args.space is not None:
@@ -48,10 +56,15 @@ def run(args: argparse.Namespace) -> int:
         check_space(args.supernet, read_meta(args.supernet, load_checkpoint(args.supernet)).get_space(), load_space(args.space))
     if args.supernet is not None and args.epochs_scale != 1.0:
         raise UserError("--epochs-scale: sets the training length, but --supernet skips training; give one of them")
-    r = generate(args.budget_ms, args.out, data=args.data, space=args.space or DEFAULT_SPACE, table=args.table,
-                 force=args.force, epochs_scale=args.epochs_scale, device=args.device, progress=True,
-                 time_budget=args.time_budget, val_images=args.val_images, force_table=args.force_table,
-                 supernet=args.supernet)
+    try:
+        r = generate(args.budget_ms, args.out, data=args.data, space=args.space or DEFAULT_SPACE, table=args.table,
+                     force=args.force, epochs_scale=args.epochs_scale, device=args.device, progress=True,
+                     time_budget=args.time_budget, val_images=args.val_images, force_table=args.force_table,
+                     supernet=args.supernet, int8=args.int8, ort_format=args.ort_format)
+    except BudgetNotMet as e:
+        if e.result:
+            emit(args, e.result, human(e.result))
+        raise
     emit(args, r, human(r))
     return 0
 
@@ -61,7 +74,8 @@ def human(r: dict) -> str:
         f"wrote {r['onnx']} and {r['report']}",
         f"  budget        {r['budget_ms']:g} ms: measured {r['measured_latency_ms']:.3f} ms, predicted {r['predicted_latency_ms']:.3f} ms"
         + ("" if r["within_budget"] else "  (OVER BUDGET, see report)"),
-        f"  accuracy      {r['val_acc']:.4f} on the validation images (ONNX Runtime)",
+        f"  accuracy      {r['val_acc']:.4f} on the validation images (ONNX Runtime, {r.get('precision', 'fp32')})"
+        + (f"; fp32 {r['fp32_val_acc']:.4f} ({r['fp32_onnx']})" if r.get("fp32_onnx") else ""),
         f"  subnet        {r['space']} @ {r['subnet']['resolution']}, {r['macs'] / 1e6:.2f}M MACs, {r['params'] / 1e6:.3f}M params",
         f"  caches        table {r['cache']['table']}, supernet {r['cache']['supernet']}",
         "  seconds       " + ", ".join(f"{k} {v:.1f}" for k, v in r["stage_seconds"].items()) + f"; total {r['seconds']:.1f}",
@@ -69,5 +83,7 @@ def human(r: dict) -> str:
     if r.get("finetune"):
         ft = r["finetune"]
         lines.insert(4, f"  fine-tuned    {ft['seconds']:.0f} s ({ft['epochs']:.1f} epochs) from the supernet's weights")
+    if r.get("ort"):
+        lines.append(f"  ort           {r['ort']} (reduced-build operators: {r['ort_config']})")
     lines += [f"  warning: {w}" for w in r.get("warnings", [])]
     return "\n".join(lines)

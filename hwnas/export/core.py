@@ -16,27 +16,25 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from hwnas.errors import HwnasError, UserError
+from hwnas.errors import UserError
 from hwnas.fileio import atomic_path
-from hwnas.export.check import accuracy_from_logits, open_session, ort_logits, parity, preprocess, torch_logits
+from hwnas.export import onnx_stages
+from hwnas.export.check import accuracy_from_logits, preprocess, torch_logits
 from hwnas.export.fold import fold_batchnorm
-from hwnas.export.onnx_io import ModelMetadata, Preprocessing, export_graph, write_metadata
+from hwnas.export.job import ExportJob, Stage
+from hwnas.export.onnx_io import ModelMetadata, Preprocessing, export_graph
+from hwnas.export.onnx_stages import (  # noqa: F401 - re-exported: callers import them from here
+    INT8_CALIBRATION_IMAGES, LATENCY_WARN_FRACTION, PARITY_RTOL, ParityError, check_latency as _check_latency,
+)
+from hwnas.export.ort_format import ort_path, ort_stage
 from hwnas.export.outputs import check_new_file, int8_path
 from hwnas.space import Subnet, build_plan, plan_cost
 
-PARITY_RTOL = 1e-4
-"""fp32 ONNX Runtime vs PyTorch: max |diff| / max |logit| must not exceed this."""
-LATENCY_WARN_FRACTION = 0.10
-"""Warn when measured and predicted latency differ by more than this fraction of predicted."""
 CALIBRATION_IMAGES = 2000
-INT8_CALIBRATION_IMAGES = 256
-
-
-class ParityError(HwnasError):
-    """The exported graph does not compute what the PyTorch network computes (a bug: exit 1)."""
 
 
 class ExportResult(BaseModel):
@@ -66,6 +64,10 @@ class ExportResult(BaseModel):
     int8_acc_change: float | None = None
     int8_measured_latency_ms: float | None = None
     int8_speedup: float | None = None
+    ort: str | None = Field(default=None, description="with --ort-format: the deployed model as .ort (ONNX Runtime Mobile)")
+    ort_config: str | None = Field(default=None, description="its required-operators config for a reduced ORT build")
+    ort_files: list[str] = Field(default_factory=list, description="every .ort written (one per ONNX model)")
+    ort_max_rel_diff: float | None = None
     warnings: list[str] = Field(default_factory=list)
     seconds: float
     stage_seconds: dict[str, float] = Field(default_factory=dict)
@@ -98,18 +100,15 @@ def predict_latency(table: Any, space, subnet: Subnet) -> float:
 
 
 def measure_model(path: str | os.PathLike[str], resolution: int, channels: int, threads: int, provider: str, protocol: Any = None) -> float:
-    """Median batch-1 latency (ms) of an ONNX file with the table's measurement protocol."""
-    from hwnas.runtime import measure_latency
-
-    session = open_session(path, threads=threads, provider=provider)
-    stats = measure_latency(session, (1, channels, resolution, resolution), protocol=protocol)
-    return float(stats.median_ms)
+    """Median batch-1 latency (ms) of a model file with the table's protocol (see onnx_stages.measure_model)."""
+    return onnx_stages.measure_model(path, resolution, channels, threads, provider, protocol)
 
 
 def measure_subnet_ms(space: Any, subnet: Subnet, table: Any) -> float:
-    """Measured latency (ms) of a subnet's deployed graph (BN folded) with the table's threads, provider
-    and protocol. Latency does not depend on the weights, so untrained ones are used: a quick check
-    of a candidate before anything is trained or exported for it."""
+    """Measured latency (ms) of a subnet's deployed graph (BN folded; QDQ INT8 for an INT8 table) with
+    the table's threads, provider and protocol, called as an application calls it (`session.run`). Latency does not depend on the weights, so untrained
+    ones (and random calibration inputs) are used: a quick check of a candidate before anything is
+    trained or exported for it."""
     from hwnas.supernet import StaticNet
 
     net = fold_batchnorm(StaticNet(build_plan(space, subnet)).eval())
@@ -120,7 +119,14 @@ def measure_subnet_ms(space: Any, subnet: Subnet, table: Any) -> float:
     with tempfile.TemporaryDirectory(prefix="hwnas-measure-") as tmpd:
         path = Path(tmpd) / "candidate.onnx"
         export_graph(net, subnet.resolution, path, channels=space.in_channels)
-        return measure_model(path, subnet.resolution, space.in_channels, threads, provider, protocol)
+        if table is not None and table.int8:
+            from hwnas.runtime import quantize_static_qdq
+
+            calib = np.random.default_rng(0).standard_normal((8, space.in_channels, subnet.resolution, subnet.resolution))
+            path = quantize_static_qdq(path, Path(tmpd) / "candidate.int8.onnx", calib.astype(np.float32), input_name="input")
+        # as an application calls it: the stricter of the two protocols, so a candidate that passes here
+        # (before it is fine-tuned) rarely fails the delivered file's check
+        return onnx_stages.measure_as_called(path, subnet.resolution, space.in_channels, threads, provider, protocol)
 
 
 def export_subnet(
@@ -131,6 +137,7 @@ def export_subnet(
     *,
     table: Any = None,
     int8: bool = False,
+    ort_format: bool = False,
     force: bool = False,
     threads: int | None = None,
     device: str = "cpu",
@@ -141,24 +148,61 @@ def export_subnet(
     weights: torch.nn.Module | None = None,
 ) -> ExportResult:
     """Extract `subnet`, recalibrate BN on training images, fold BN, export ONNX with metadata,
-    check it (onnx.checker, ORT vs PyTorch on the validation images), measure it, and, with
-    `int8`, quantise it (QDQ static, calibrated on training images) and measure that too.
+    check it (onnx.checker, ORT vs PyTorch on the validation images), measure it; with `int8`,
+    quantise it (QDQ static, calibrated on training images) and measure that too; with
+    `ort_format`, convert each model to .ort (plus the reduced-build operator config) and prove it.
 
     `table`: a LatencyTable or a path; its threads/provider/protocol are used for the
     measurement and it gives the predicted latency (of the INT8 model for an INT8 table, which
     implies `int8`). The INT8 model goes to `int8_out` (default: MODEL.int8.onnx next to `out`).
     `weights`: a network of exactly this subnet trained further (generate's fine-tuning) to export
     instead of the supernet's inherited weights; it is copied, not changed.
-    Raises UserError for bad input, ParityError if ONNX Runtime disagrees with PyTorch.
+    Raises UserError for bad input, ParityError / OrtFormatError if a runtime disagrees.
     """
     t_start = time.perf_counter()
-    stages: dict[str, float] = {}
-    warnings: list[str] = []
+    job = plan_export(supernet, subnet, ds, out, table=table, int8=int8, ort_format=ort_format, force=force, threads=threads,
+                      device=device, predicted_acc=predicted_acc, calibration_images=calibration_images, int8_out=int8_out,
+                      progress=progress, weights=weights)
+    with tempfile.TemporaryDirectory(prefix="hwnas-export-") as tmpd:
+        job.workdir = Path(tmpd)
+        for name, stage in export_stages(job):
+            t = time.perf_counter()
+            stage(job)
+            job.stage_seconds[name] = time.perf_counter() - t
+    return ExportResult(
+        onnx=str(job.out), predicted_latency_ms=job.predicted_ms, space=job.space.name, subnet=job.subnet.model_dump(mode="json"),
+        resolution=job.resolution, macs=job.macs, params=job.params, threads=job.threads, provider=job.provider,
+        latency_precision=job.precision, predicted_acc=predicted_acc, warnings=job.warnings,
+        seconds=time.perf_counter() - t_start, stage_seconds=job.stage_seconds, **job.result,
+    )
+
+
+def export_stages(job: ExportJob) -> list[tuple[str, Stage]]:
+    """The export as data: (name, stage) in order; the options decide which stages run."""
+    stages: list[tuple[str, Stage]] = [
+        ("extract_recalibrate", build_network),
+        ("torch_eval", torch_reference),
+        ("onnx_export", onnx_stages.write_onnx),
+        ("ort_check", onnx_stages.check_onnx_runtime),
+        ("latency", onnx_stages.measure_fp32),
+    ]
+    if job.int8:
+        stages.append(("int8", onnx_stages.quantize_int8))
+    stages.append(("metadata", onnx_stages.finalize_metadata))
+    if job.ort_format:
+        stages.append(("ort_format", ort_stage))
+    stages.append(("publish", publish))
+    return stages
+
+
+def plan_export(supernet: torch.nn.Module, subnet: Subnet | dict | str, ds: Any, out: str | os.PathLike[str], *, table: Any,
+                int8: bool, ort_format: bool, force: bool, threads: int | None, device: str, predicted_acc: float | None,
+                calibration_images: int, int8_out: str | os.PathLike[str] | None, progress: bool,
+                weights: torch.nn.Module | None) -> ExportJob:
+    """Every cheap check of the user's input (outputs, subnet, data, table coverage) before any expensive work."""
     space = supernet.space  # type: ignore[attr-defined]
     out = check_new_file(out, force)
     out8 = Path(int8_out) if int8_out is not None else int8_path(out)
-    if int8:
-        check_new_file(out8, force)
     sub = space.validate_subnet(subnet)
     if ds.num_classes != space.num_classes:
         raise UserError(f"DATA {ds.name}: has {ds.num_classes} classes but the supernet's classifier has {space.num_classes}")
@@ -166,143 +210,68 @@ def export_subnet(
         raise UserError(f"DATA {ds.name}: images have {ds.train_x.shape[1]} channels, the space expects {space.in_channels}")
     table = _table_of(table, space)
     if table is not None:
-        t_threads, provider = int(table.fingerprint.threads), str(table.fingerprint.provider)
-        protocol = table.protocol
+        t_threads, provider, protocol = int(table.fingerprint.threads), str(table.fingerprint.provider), table.protocol
         precision = "int8" if table.int8 else "fp32"
     else:
         t_threads, provider, protocol, precision = 1, "CPUExecutionProvider", None, "fp32"
-    threads = threads or t_threads
     if precision == "int8" and not int8:
         _log(progress, "note: the latency table is for INT8 models, so the INT8 model is exported too (--int8)")
         int8 = True
-        check_new_file(out8, force)
-    res = sub.resolution
-    mean, std = [float(v) for v in ds.mean], [float(v) for v in ds.std]
+    for p in ([out8] if int8 else []) + ([ort_path(out)] + ([ort_path(out8)] if int8 else []) if ort_format else []):
+        check_new_file(p, force)
     macs, n_params = plan_cost(build_plan(space, sub))
     predicted_ms = predict_latency(table, space, sub) if table is not None else None  # UserError if not covered
+    return ExportJob(supernet=supernet, space=space, subnet=sub, ds=ds, out=out, int8_out=out8, int8=int8, ort_format=ort_format,
+                     table=table, threads=threads or t_threads, provider=provider, protocol=protocol, precision=precision,
+                     device=device, calibration_images=calibration_images, predicted_acc=predicted_acc, predicted_ms=predicted_ms,
+                     weights=weights, macs=macs, params=n_params, progress=progress)
 
-    # 1. extract + recalibrate BN on training images (the shared supernet statistics are wrong for any one subnet)
-    t = time.perf_counter()
+
+def build_network(job: ExportJob) -> None:
+    """Extract the subnet (or copy the given fine-tuned weights), recalibrate BN on training images
+    (the shared supernet statistics are wrong for any one subnet), fold BN into the convolutions."""
     from hwnas.data import calibration_subset
     from hwnas.train import recalibrate_bn
 
-    if weights is not None:
+    if job.weights is not None:
         import copy
 
-        net = copy.deepcopy(weights).to(device)
-        shapes = {k: tuple(v.shape) for k, v in supernet.extract(sub).state_dict().items()}  # type: ignore[attr-defined]
+        net = copy.deepcopy(job.weights).to(job.device)
+        shapes = {k: tuple(v.shape) for k, v in job.supernet.extract(job.subnet).state_dict().items()}  # type: ignore[attr-defined]
         if {k: tuple(v.shape) for k, v in net.state_dict().items()} != shapes:
             raise UserError("export: the given weights are not a network of this subnet")
     else:
-        net = supernet.extract(sub).to(device)  # type: ignore[attr-defined]
-    recalibrate_bn(net, calibration_subset(ds, calibration_images), res, mean, std, device=device)
-    net = net.eval().cpu().float()
-    folded = fold_batchnorm(net)
-    stages["extract_recalibrate"] = time.perf_counter() - t
+        net = job.supernet.extract(job.subnet).to(job.device)  # type: ignore[attr-defined]
+    recalibrate_bn(net, calibration_subset(job.ds, job.calibration_images), job.resolution, job.mean, job.std, device=job.device)
+    job.net = net.eval().cpu().float()
+    job.folded = fold_batchnorm(job.net)
 
-    # 2. PyTorch reference on the validation images (unfolded network: the one the search evaluated)
-    t = time.perf_counter()
-    xv = preprocess(ds.val_x, res, mean, std)
-    yv = ds.val_y.numpy()
-    ref = torch_logits(net, xv)
-    acc_torch = accuracy_from_logits(ref, yv)
-    stages["torch_eval"] = time.perf_counter() - t
 
+def torch_reference(job: ExportJob) -> None:
+    """PyTorch logits on the validation images (of the unfolded network: the one the search evaluated),
+    and the metadata every file of this export carries."""
+    job.xv = preprocess(job.ds.val_x, job.resolution, job.mean, job.std)
+    job.yv = job.ds.val_y.numpy()
+    job.ref = torch_logits(job.net, job.xv)
+    job.result["val_acc_torch"] = accuracy_from_logits(job.ref, job.yv)
     meta = ModelMetadata(
-        version=_version(), space=space.name, subnet=sub.model_dump(mode="json"),
-        preprocessing=Preprocessing(resolution=res, mean=mean, std=std, class_names=list(ds.classes)),
-        macs=macs, params=n_params, predicted_acc=predicted_acc,
-        space_definition=space.to_file_dict(),
+        version=_version(), space=job.space.name, subnet=job.subnet.model_dump(mode="json"),
+        preprocessing=Preprocessing(resolution=job.resolution, mean=job.mean, std=job.std, class_names=list(job.ds.classes)),
+        macs=job.macs, params=job.params, predicted_acc=job.predicted_acc, space_definition=job.space.to_file_dict(),
     )
-    if table is not None:
-        meta.predicted_latency_ms = predicted_ms
-        meta.latency_target = {"threads": threads, "provider": provider, "precision": precision,
-                               "fingerprint": table.fingerprint.model_dump(mode="json")}
-
-    with tempfile.TemporaryDirectory(prefix="hwnas-export-") as tmpd:
-        tmp = Path(tmpd) / "model.onnx"
-        # 3. export + structural check
-        t = time.perf_counter()
-        _log(progress, f"export: subnet at {res}x{res}, {macs / 1e6:.2f}M MACs, {n_params / 1e6:.3f}M params -> ONNX opset 17")
-        export_graph(folded, res, tmp, channels=space.in_channels)
-        write_metadata(tmp, tmp, meta)
-        import onnx
-
-        onnx.checker.check_model(str(tmp), full_check=True)
-        stages["onnx_export"] = time.perf_counter() - t
-
-        # 4. ORT parity + accuracy in a fresh session
-        t = time.perf_counter()
-        sess = open_session(tmp, threads=max(1, torch.get_num_threads()), provider="CPUExecutionProvider")
-        got = ort_logits(sess, xv.numpy())
-        p = parity(ref, got)
-        acc_ort = accuracy_from_logits(got, yv)
-        one = ort_logits(sess, xv[:1].numpy(), batch_size=1)
-        p1 = parity(ref[:1], one)
-        stages["ort_check"] = time.perf_counter() - t
-        _log(progress, f"parity: ONNX Runtime vs PyTorch on {len(yv)} validation images: max |diff| {p.max_abs_diff:.2e} "
-                       f"({p.max_rel_diff:.2e} relative); accuracy ORT {acc_ort:.4f}, PyTorch {acc_torch:.4f}")
-        if max(p.max_rel_diff, p1.max_rel_diff) > PARITY_RTOL:
-            raise ParityError(f"exported model differs from PyTorch: max relative difference {max(p.max_rel_diff, p1.max_rel_diff):.2e} > {PARITY_RTOL:g}")
-
-        # 5. latency with the table's protocol
-        t = time.perf_counter()
-        measured = measure_model(tmp, res, space.in_channels, threads, provider, protocol)
-        stages["latency"] = time.perf_counter() - t
-        _log(progress, f"latency: measured {measured:.3f} ms ({threads} thread(s), {provider})"
-                       + (f", predicted {meta.predicted_latency_ms:.3f} ms" if meta.predicted_latency_ms is not None and precision == "fp32" else ""))
-        if precision == "fp32":
-            _check_latency(measured, meta.predicted_latency_ms, "fp32", warnings)
-
-        # 6. INT8
-        i8: dict[str, Any] = {}
-        if int8:
-            t = time.perf_counter()
-            tmp8 = Path(tmpd) / "model.int8.onnx"
-            calib = preprocess(calibration_subset(ds, INT8_CALIBRATION_IMAGES, seed=1), res, mean, std).numpy()
-            from hwnas.runtime import quantize_static_qdq
-
-            quantize_static_qdq(str(tmp), str(tmp8), calib, input_name="input")
-            s8 = open_session(tmp8, threads=max(1, torch.get_num_threads()))
-            acc8 = accuracy_from_logits(ort_logits(s8, xv.numpy()), yv)
-            lat8 = measure_model(tmp8, res, space.in_channels, threads, provider, protocol)
-            write_metadata(tmp8, tmp8, meta.model_copy(update={"precision": "int8", "val_acc": acc8}))
-            stages["int8"] = time.perf_counter() - t
-            i8 = dict(int8_onnx=str(out8), int8_val_acc=acc8, int8_acc_change=acc8 - acc_ort,
-                      int8_measured_latency_ms=lat8, int8_speedup=measured / lat8 if lat8 > 0 else None)
-            _log(progress, f"int8: accuracy {acc8:.4f} ({acc8 - acc_ort:+.4f}), latency {lat8:.3f} ms ({measured / lat8:.2f}x vs fp32)")
-            if precision == "int8":
-                _check_latency(lat8, meta.predicted_latency_ms, "int8", warnings)
-
-        # 7. publish: only now do the user's paths change
-        final_meta = meta.model_copy(update={"val_acc": acc_ort})
-        if precision == "int8":  # the fp32 file's predicted latency would be misleading: it is the INT8 model's
-            final_meta = final_meta.model_copy(update={"predicted_latency_ms": None})
-        write_metadata(tmp, tmp, final_meta)
-        _publish(tmp, out)
-        if int8:
-            _publish(tmp8, out8)
-
-    return ExportResult(
-        onnx=str(out), max_abs_diff=max(p.max_abs_diff, p1.max_abs_diff), measured_latency_ms=measured,
-        predicted_latency_ms=meta.predicted_latency_ms, val_acc=acc_ort, val_acc_torch=acc_torch,
-        max_rel_diff=max(p.max_rel_diff, p1.max_rel_diff), argmax_agreement=p.argmax_agreement, val_images=len(yv),
-        space=space.name, subnet=sub.model_dump(mode="json"), resolution=res, macs=macs, params=n_params,
-        threads=threads, provider=provider, latency_precision=precision, predicted_acc=predicted_acc,
-        warnings=warnings, seconds=time.perf_counter() - t_start, stage_seconds=stages, **i8,
-    )
+    if job.table is not None:
+        meta.predicted_latency_ms = job.predicted_ms
+        meta.latency_target = {"threads": job.threads, "provider": job.provider, "precision": job.precision,
+                               "fingerprint": job.table.fingerprint.model_dump(mode="json")}
+    job.meta = meta
 
 
-def _check_latency(measured: float, predicted: float | None, what: str, warnings: list[str]) -> None:
-    """Record (and print to stderr, always) a warning when measured and predicted disagree by >10%."""
-    if predicted is None or predicted <= 0:
-        return
-    rel = (measured - predicted) / predicted
-    if abs(rel) > LATENCY_WARN_FRACTION:
-        msg = (f"{what} measured latency {measured:.3f} ms differs from the predicted {predicted:.3f} ms by {rel:+.0%} "
-               f"(more than {LATENCY_WARN_FRACTION:.0%}): the table may be stale for this machine or the machine is busy")
-        warnings.append(msg)
-        print(f"warning: {msg}", file=sys.stderr, flush=True)
+def publish(job: ExportJob) -> None:
+    """Only now do the user's paths change: every staged file is copied in atomically, the primary
+    ONNX file last, so its presence marks a complete export."""
+    order = sorted(job.files, key=lambda role: (role == "onnx", role))
+    for role in order:
+        _publish(job.files[role].tmp, job.files[role].dst)
 
 
 def _publish(src: Path, dst: Path) -> None:

@@ -41,23 +41,49 @@ def check_outputs(out_dir: str | Path, budgets: list[float], force: bool) -> dic
     return paths
 
 
-def plot_front(result: SearchResult, path: str | Path, title: str) -> Path:
-    """All real-scored subnets (light), the front (line), one budget line per budget and its best (star)."""
+def front_points(result: SearchResult, budget_ms: float | None = None) -> dict[str, list[tuple[float, float]]]:
+    """The plot's data, as (latency ms, accuracy %) points: every real-scored subnet (`evaluated`), and the
+    whole front the search found, split at `budget_ms` (default: the largest budget) into `front` and
+    `front_over` (greyed in the plot: what a larger budget would buy), and the best per budget (`best`).
+
+    The whole front is the search's own front (within its largest budget) extended by the non-dominated
+    real-scored subnets beyond it."""
+    bmax = max(result.budgets_ms) if result.budgets_ms else float("inf")
+    split = bmax if budget_ms is None else float(budget_ms)
+    pts = [(p.latency_ms, 100 * p.acc) for p in result.evaluated]
+    whole = sorted({(e.predicted_latency_ms, 100 * e.predicted_acc) for e in result.front})
+    top = max((a for _, a in whole), default=float("-inf"))
+    for lat, acc in sorted(set(pts), key=lambda t: (t[0], -t[1])):  # by latency: on the front if more accurate than all faster
+        if lat > bmax and acc > top:
+            whole.append((lat, acc))
+            top = acc
+    return {"evaluated": pts, "front": [p for p in whole if p[0] <= split], "front_over": [p for p in whole if p[0] > split],
+            "best": [(b.predicted_latency_ms, 100 * b.predicted_acc) for b in result.best]}
+
+
+def plot_front(result: SearchResult, path: str | Path, title: str, budget_ms: float | None = None) -> Path:
+    """All real-scored subnets (light), the front within `budget_ms` (default: the largest budget; line),
+    the front beyond it (grey), one budget line per budget and its best (star)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    data = front_points(result, budget_ms)
     fig, ax = plt.subplots(figsize=(7.0, 4.6), dpi=120)
     try:
-        ev_l = [p.latency_ms for p in result.evaluated]
-        ev_a = [100 * p.acc for p in result.evaluated]
-        ax.scatter(ev_l, ev_a, s=9, c="#8fa3bf", alpha=0.7, linewidths=0, label=f"evaluated ({len(ev_l)})")
-        fl = [e.predicted_latency_ms for e in result.front]
-        fa = [100 * e.predicted_acc for e in result.front]
-        ax.plot(fl, fa, "-o", color="#1f4e9c", ms=3.5, lw=1.4, drawstyle="steps-post", label=f"Pareto front ({len(fl)})")
+        if data["evaluated"]:
+            ev_l, ev_a = zip(*data["evaluated"])
+            ax.scatter(ev_l, ev_a, s=9, c="#8fa3bf", alpha=0.7, linewidths=0, label=f"evaluated ({len(ev_l)})")
+        if data["front"]:
+            fl, fa = zip(*data["front"])
+            ax.plot(fl, fa, "-o", color="#1f4e9c", ms=3.5, lw=1.4, drawstyle="steps-post", label=f"Pareto front ({len(fl)})")
+        if data["front_over"]:
+            ol, oa = zip(*data["front_over"])
+            ax.plot(ol, oa, "-o", color="#9e9e9e", ms=3.5, lw=1.2, drawstyle="steps-post",
+                    label=f"front above the budget ({len(ol)}): what a larger budget buys")
         colors = ["#c0392b", "#d35400", "#8e44ad", "#16a085", "#2c3e50"]
-        for i, b in enumerate(result.best):
+        for i, b in enumerate(b for b in result.best if budget_ms is None or b.budget_ms <= budget_ms):
             c = colors[i % len(colors)]
             ax.axvline(b.budget_ms, color=c, ls="--", lw=1.1, label=f"budget {budget_label(b.budget_ms)} ms")
             ax.plot([b.predicted_latency_ms], [100 * b.predicted_acc], marker="*", ms=13, color=c, mec="black", mew=0.6, ls="none")
