@@ -391,6 +391,7 @@ def _generate(budget_ms: float, out: str | os.PathLike[str], *, data: str, space
     result = search_supernet(ckpt, table_path, [float(budget_ms), round(LOOKAHEAD * float(budget_ms), 6)], data, out_dir,
                              force=True, config=scfg,
                              val_images=val_images, log=(lambda m: _log(progress, f"search: {m}")))
+    assert result is not None  # None only on a torchrun worker; generate runs in one process
     from hwnas.search.report import plot_front
 
     plot_front(result, out_dir / "pareto.png", f"{sp.name} on {data}: front found, budget {budget_ms:g} ms "
