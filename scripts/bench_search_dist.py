@@ -33,7 +33,7 @@ def _env(**extra: str) -> dict[str, str]:
 
 def _run(cmd: list[str], env: dict[str, str]) -> float:
     t = time.perf_counter()
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     dt = time.perf_counter() - t
     if p.returncode != 0:
         sys.exit(f"failed ({p.returncode}): {' '.join(cmd)}\n{p.stderr[-3000:]}")
@@ -73,7 +73,7 @@ def main() -> None:
     from hwnas.latency import latency_model, load_table
     from hwnas.train import load_supernet
 
-    net, meta = load_supernet(ckpt)
+    _, meta = load_supernet(ckpt)
     space = meta.get_space()
     budget = round(args.budget_factor * latency_model(load_table(args.table, space), space).min_latency_ms(), 4)
     base = ["search", "--supernet", ckpt, "--table", args.table, "--budget-ms", str(budget), "--data", args.data,

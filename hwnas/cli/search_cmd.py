@@ -89,9 +89,9 @@ def run(args: argparse.Namespace) -> int:
     lines += [
         f"front        {len(result.front)} subnets, hypervolume {result.hypervolume:.5g}",
         f"evaluations  {result.evaluations_real} real, {result.evaluations_predicted} predicted",
-        f"scored on    {result.val_images} of {result.val_images_total} validation images"
-        f"{' (class-stratified subset)' if (result.val_images or 0) < (result.val_images_total or 0) else ''}"
-        f"{f', {result.processes} processes' if result.processes > 1 else ''}",
+        (f"scored on    {result.val_images} of {result.val_images_total} validation images"
+         f"{' (class-stratified subset)' if (result.val_images or 0) < (result.val_images_total or 0) else ''}"
+         f"{f', {result.processes} processes' if result.processes > 1 else ''}"),
     ]
     if result.predictor is not None:
         lines.append(f"predictor    {result.predictor.name}: held-out Kendall tau {result.predictor.kendall_tau:.3f}, "

@@ -42,7 +42,7 @@ def shard_by_cost(costs: Sequence[float], world: int) -> list[list[int]]:
 
 
 def format_duration(seconds: float) -> str:
-    s = max(0, int(round(seconds)))
+    s = max(0, round(seconds))
     if s < 90:
         return f"{s}s"
     if s < 5400:
@@ -80,7 +80,7 @@ class EtaReporter:
                 return None
         procs = f" on {self.processes} processes" if self.processes > 1 else ""
         msg = (f"{'ETA' if self.last_finish is None else 'ETA update'}: about {format_duration(eta)} of scoring left "
-               f"(up to {int(round(left))} of {self.planned} planned real evaluations, {per:.2f} s each{procs}; "
+               f"(up to {round(left)} of {self.planned} planned real evaluations, {per:.2f} s each{procs}; "
                f"predictor fits and NSGA-II runs add a little)")
         self.last_finish, self.last_said = finish, now
         self.messages.append(msg)
