@@ -580,8 +580,14 @@ def finetune_subnet(net: Any, subnet: Any, ds: Any, seconds: float, *, device: s
     from hwnas.train.standalone import StandaloneRecipe, train_network
     from hwnas.train.distributed import resolve_device
 
+    from hwnas.data import calibration_subset
+    from hwnas.train import recalibrate_bn
+
     dev = resolve_device(device)
     student = net.extract(subnet)
+    # start from this subnet's own BN statistics (the supernet's are shared); training then keeps them
+    # current, and the export keeps them (recalibrating a trained network's statistics cost 3 points)
+    recalibrate_bn(student, calibration_subset(ds), subnet.resolution, ds.mean, ds.std)
     recipe = StandaloneRecipe(**FINETUNE_RECIPE)
     teacher = net.extract(net.space.largest(subnet.resolution)) if recipe.kd_weight > 0 else None
     _log(progress, f"finetune: the chosen subnet for {seconds:.0f} s (lr {recipe.lr}"

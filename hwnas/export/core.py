@@ -228,8 +228,13 @@ def plan_export(supernet: torch.nn.Module, subnet: Subnet | dict | str, ds: Any,
 
 
 def build_network(job: ExportJob) -> None:
-    """Extract the subnet (or copy the given fine-tuned weights), recalibrate BN on training images
-    (the shared supernet statistics are wrong for any one subnet), fold BN into the convolutions."""
+    """Extract the subnet and recalibrate BN on training images (the shared supernet statistics are wrong
+    for any one subnet), or copy the given trained weights with their own BN statistics; fold BN into
+    the convolutions.
+
+    A network trained as itself (generate's fine-tuning or direct route) keeps its running statistics:
+    recalibrating them cost 3.0 and 3.3 points on two cifar10-small networks trained alone
+    (0.6815 -> 0.6515, 0.6100 -> 0.5770)."""
     from hwnas.data import calibration_subset
     from hwnas.train import recalibrate_bn
 
@@ -242,7 +247,8 @@ def build_network(job: ExportJob) -> None:
             raise UserError("export: the given weights are not a network of this subnet")
     else:
         net = job.supernet.extract(job.subnet).to(job.device)  # type: ignore[attr-defined]
-    recalibrate_bn(net, calibration_subset(job.ds, job.calibration_images), job.resolution, job.mean, job.std, device=job.device)
+        recalibrate_bn(net, calibration_subset(job.ds, job.calibration_images), job.resolution, job.mean, job.std,
+                       device=job.device)
     job.net = net.eval().cpu().float()
     job.folded = fold_batchnorm(job.net)
 
