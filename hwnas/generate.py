@@ -391,6 +391,7 @@ def _generate(budget_ms: float, out: str | os.PathLike[str], *, data: str, space
     result = search_supernet(ckpt, table_path, [float(budget_ms), round(LOOKAHEAD * float(budget_ms), 6)], data, out_dir,
                              force=True, config=scfg,
                              val_images=val_images, log=(lambda m: _log(progress, f"search: {m}")))
+    assert result is not None  # None only on a torchrun worker; generate runs in one process
     from hwnas.search.report import plot_front
 
     plot_front(result, out_dir / "pareto.png", f"{sp.name} on {data}: front found, budget {budget_ms:g} ms "
@@ -880,7 +881,11 @@ def render_report(res: GenerateResult, exp: Any, tab: Any, space: Any, search: A
         *([f"The search looked up to {LOOKAHEAD:g}× the budget so the plot shows what a larger budget would buy: front "
            f"members above the {res.budget_ms:g} ms budget are greyed (`best-{LOOKAHEAD * res.budget_ms:g}ms.json` is the best "
            "subnet there).", ""] if search is not None else []),
-        (f"The search scored {search.evaluations_real} subnets on the validation data (and {search.evaluations_predicted} "
+        (f"The search scored {search.evaluations_real} subnets on "
+         + (f"{search.val_images} of the {search.val_images_total} validation images (a fixed, class-stratified subset)"
+            if search.val_images is not None and search.val_images_total is not None and search.val_images < search.val_images_total
+            else "the validation data")
+         + f" (and {search.evaluations_predicted} "
          f"with its accuracy predictor); the front has {len(search.front)} members (`pareto.json`), hypervolume "
          f"{search.hypervolume:.4g}." if search is not None else
          f"No search: {res.finetune.get('candidates', 0) if res.finetune else 0} subnets at the data's resolution are predicted "

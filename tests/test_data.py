@@ -547,3 +547,29 @@ def test_calibration_subset(digits: Dataset) -> None:
     val_only = set(_rows(digits.val_x)) - train_rows
     assert set(_rows(a)) <= train_rows and not (set(_rows(a)) & val_only)
     assert torch.equal(calibration_subset(digits, n=5000), digits.train_x)
+
+
+def test_stratified_indices_keep_class_shares_and_are_deterministic() -> None:
+    """--val-images: each class within one image of its share, a pure function of (labels, n, seed)."""
+    from hwnas.data import stratified_indices
+
+    labels = torch.tensor([0] * 50 + [1] * 30 + [2] * 15 + [3] * 5)[torch.randperm(100, generator=torch.Generator().manual_seed(1))]
+    for n in (1, 7, 20, 33, 99):
+        idx = stratified_indices(labels, n, seed=3)
+        assert idx.shape == (n,) and len(set(idx.tolist())) == n and torch.equal(idx, idx.sort().values)
+        got = torch.bincount(labels[idx], minlength=4).double()
+        want = torch.bincount(labels, minlength=4).double() * n / 100
+        assert (got - want).abs().max() < 1.0, (n, got, want)
+        assert torch.equal(idx, stratified_indices(labels.clone(), n, seed=3))
+    assert not torch.equal(stratified_indices(labels, 20, seed=3), stratified_indices(labels, 20, seed=4))
+    # a plain random subset of 20 would often miss class 3 (5 %); the stratified one has exactly 1
+    assert int((labels[stratified_indices(labels, 20, seed=0)] == 3).sum()) == 1
+
+
+def test_val_subset_is_class_stratified(digits: Dataset) -> None:
+    sub = digits.with_val_subset(50, seed=0)
+    counts = torch.bincount(sub.val_y, minlength=10).double()
+    want = torch.bincount(digits.val_y, minlength=10).double() * 50 / len(digits.val_y)
+    assert sub.val_y.shape == (50,) and (counts - want).abs().max() < 1.0
+    again = digits.with_val_subset(50, seed=0)
+    assert torch.equal(sub.val_x, again.val_x) and sub.fingerprint == again.fingerprint != digits.fingerprint

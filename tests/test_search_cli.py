@@ -100,6 +100,7 @@ def test_search_json_outputs_and_refusal(files: dict[str, Path], capsys: pytest.
                 "evaluations_real", "evaluations_predicted", "budgets"):
         assert key in d, key
     assert d["evaluations"] == d["evaluations_real"] + d["evaluations_predicted"] and d["evaluations_predicted"] > 0
+    assert d["val_images"] == d["val_images_total"] == 360 and d["calib_images"] == 64 and d["processes"] == 1
     assert d["predicted_latency_ms"] <= b1 and 0.0 <= d["predicted_acc"] <= 1.0
     assert [x["budget_ms"] for x in d["budgets"]] == [b1, b2]
     space = with_classes(_micro_space(), 10)
@@ -185,7 +186,9 @@ def test_val_images_scores_on_a_fixed_subset(files: dict[str, Path], capsys: pyt
                                  "--budget-ms", str(round(2 * m, 4)), "--data", "digits", "--out", str(out), "--val-images", "50", *FAST])
     assert code == 0, err
     assert sizes and set(sizes) == {50}
-    assert "(50 validation images" in (out / "search.log").read_text() or "(50 validation images" in err
+    assert err.count("ETA: about ") == 1 and "of 12 planned real evaluations" in err  # 8 + 1 x 4, said once
+    log_text = (out / "search.log").read_text()
+    assert "50 of 360 validation images, a class-stratified subset (seed 0)" in err and "val_images 50 of 360" in log_text
     code, _, err = _run(capsys, ["search", "--supernet", str(files["ckpt"]), "--table", str(files["table"]),
                                  "--budget-ms", str(round(2 * m, 4)), "--data", "digits", "--out", str(files["dir"] / "o0"),
                                  "--val-images", "0", *FAST])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from hwnas.cli.common import add_force_flag, add_json_flag, emit, log
 
@@ -37,8 +38,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calib-images", type=int, default=500,
                    help="training images for BatchNorm recalibration of each scored subnet (default 500)")
     p.add_argument("--val-images", type=int, default=None, metavar="N",
-                   help="score subnets on a fixed subset of N validation images (default: all; fewer is faster)")
-    p.add_argument("--device", default="cpu", help="torch device for scoring subnets (default cpu)")
+                   help="score subnets on a fixed, class-stratified subset of N validation images (default: all; "
+                        "fewer is faster); recorded in search.log and --json")
+    p.add_argument("--device", default=None,
+                   help="torch device for scoring subnets: cpu, cuda or cuda:N (default: cuda when present, else cpu); "
+                        "torchrun --nproc-per-node K -m hwnas search ... spreads the scoring over K processes")
     add_force_flag(p)
     add_json_flag(p)
     p.set_defaults(handler=run)
@@ -70,11 +74,14 @@ def run(args: argparse.Namespace) -> int:
     from hwnas.search.report import summary
 
     cfg = _config(args)
+    main = int(os.environ.get("RANK", "0")) == 0
     result = search_supernet(
         args.supernet, args.table, args.budget_ms, args.data, args.out, force=args.force, seed=args.seed, config=cfg,
         calib_images=args.calib_images, device=args.device, extra_objectives=args.objectives, second_table=args.table2,
-        log=log, val_images=args.val_images,
+        log=log if main else None, val_images=args.val_images,
     )
+    if result is None:  # a torchrun worker: rank 0 reports
+        return 0
     d = summary(result)
     lines = [f"{'budget':>9s}  {'accuracy':>8s}  {'latency':>10s}  {'MMACs':>7s}"]
     for b in result.best:
@@ -82,6 +89,9 @@ def run(args: argparse.Namespace) -> int:
     lines += [
         f"front        {len(result.front)} subnets, hypervolume {result.hypervolume:.5g}",
         f"evaluations  {result.evaluations_real} real, {result.evaluations_predicted} predicted",
+        (f"scored on    {result.val_images} of {result.val_images_total} validation images"
+         f"{' (class-stratified subset)' if (result.val_images or 0) < (result.val_images_total or 0) else ''}"
+         f"{f', {result.processes} processes' if result.processes > 1 else ''}"),
     ]
     if result.predictor is not None:
         lines.append(f"predictor    {result.predictor.name}: held-out Kendall tau {result.predictor.kendall_tau:.3f}, "

@@ -80,22 +80,52 @@ class Dataset:
         return int(self.train_x.shape[-2])
 
     def with_val_subset(self, n: int, seed: int = 0) -> "Dataset":
-        """The same data with a fixed, seed-determined `n` validation images (all if fewer): a cheaper
-        score for search, the same images for every subnet so differences reflect the architecture."""
+        """The same data with a fixed, seed-determined, class-stratified `n` validation images (all if
+        fewer): a cheaper score for search, the same images for every subnet so differences reflect the
+        architecture, and every class in its share so a small subset does not favour some classes."""
         total = int(self.val_x.shape[0])
         if n >= total:
             return self
-        idx = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:n].sort().values
+        idx = stratified_indices(self.val_y, n, seed)
         from dataclasses import replace
 
         return replace(self, val_x=self.val_x.index_select(0, idx), val_y=self.val_y.index_select(0, idx),
-                       fingerprint=f"{self.fingerprint}:val{n}s{seed}")
+                       fingerprint=f"{self.fingerprint}:val{n}st{seed}")
 
     def __repr__(self) -> str:
         return (
             f"Dataset(name={self.name!r}, classes={self.num_classes}, train={len(self.train_y)}, "
             f"val={len(self.val_y)}, size={self.image_size}, fingerprint={self.fingerprint[:12]})"
         )
+
+
+def stratified_indices(labels: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
+    """Sorted indices of `n` of `labels`, each class getting its proportional share (largest remainder:
+    within one image of n * class_count / total; ties to the lower class index), the images of a class
+    picked by a permutation seeded with (seed, class). A pure function of (labels, n, seed)."""
+    y = labels.to(torch.int64).reshape(-1)
+    total = int(y.shape[0])
+    if not 0 <= n <= total:
+        raise ValueError(f"n must be in 0..{total}, got {n}")
+    classes, counts = torch.unique(y, sorted=True, return_counts=True)
+    exact = counts.double() * n / total
+    quota = exact.floor().long()
+    left = n - int(quota.sum())
+    if left:
+        frac = (exact - quota.double()).tolist()
+        order = sorted(range(len(frac)), key=lambda k: (-frac[k], k))
+        for k in order[:left]:
+            quota[k] += 1
+    picked = []
+    for k, (c, q) in enumerate(zip(classes.tolist(), quota.tolist())):
+        if q == 0:
+            continue
+        members = torch.nonzero(y == c).reshape(-1)
+        g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(c))
+        picked.append(members[torch.randperm(len(members), generator=g)[:q]])
+    if not picked:
+        return torch.zeros(0, dtype=torch.int64)
+    return torch.cat(picked).sort().values
 
 
 # --------------------------------------------------------------------------- public entry

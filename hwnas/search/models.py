@@ -111,6 +111,10 @@ class SearchResult(BaseModel):
     seconds: float
     log: list[str] = Field(default_factory=list)
     outputs: dict[str, str] = Field(default_factory=dict)  # files written by search_supernet, by key
+    val_images: int | None = None  # validation images each subnet was scored on (search_supernet)
+    val_images_total: int | None = None  # ... out of this many in the split (fewer: a class-stratified subset)
+    calib_images: int | None = None  # training images of each BN recalibration
+    processes: int = 1  # torchrun processes that shared the scoring
 
     @property
     def best_subnet(self):  # noqa: ANN201 - Subnet

@@ -39,23 +39,71 @@ def search_supernet(
     seed: int = 0,
     config: SearchConfig | None = None,
     calib_images: int = DEFAULT_CALIB_IMAGES,
-    device: str = "cpu",
+    device: str | None = "cpu",
     extra_objectives: Sequence[str] = (),
     second_table: str | Path | None = None,
     log: Callable[[str], None] | None = None,
     val_images: int | None = None,
-) -> SearchResult:
+) -> SearchResult | None:
     """Search a trained supernet under the budgets and write best.json, pareto.json, pareto.png, search.log.
 
-    `data` None means the DATA the checkpoint was trained on. `val_images` scores subnets on a fixed
-    subset of that many validation images (default: all). The written files are in
-    `result.outputs` (keys best, pareto, plot, log, and best@<budget> with several budgets).
+    `data` None means the DATA the checkpoint was trained on. `val_images` scores subnets on a fixed,
+    class-stratified subset of that many validation images (default: all). `device` None: CUDA when
+    present, else CPU. The written files are in `result.outputs` (keys best, pareto, plot, log, and
+    best@<budget> with several budgets). Under torchrun every process calls this: rank 0 searches and
+    writes, the others score their share of each batch of subnets and return None.
     UserError for bad input (before anything is written).
     """
+    import os
+
+    import torch
+
+    from hwnas.train.distributed import init_distributed, resolve_device
+
+    dev = resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")))
+    threads = torch.get_num_threads()
+    if dev.type == "cpu" and int(os.environ.get("WORLD_SIZE", "1")) > 1 and "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(1)  # one intra-op thread per process: K processes share the cores
+    dctx = init_distributed(dev)
+    try:
+        return _search(ckpt_path, table_path, budgets, data, out_dir, force=force, seed=seed, config=config,
+                       calib_images=calib_images, device=dev, extra_objectives=extra_objectives,
+                       second_table=second_table, log=log if dctx.is_main else None, val_images=val_images, dctx=dctx)
+    finally:
+        dctx.close()
+        torch.set_num_threads(threads)
+
+
+def _search(
+    ckpt_path: str | Path,
+    table_path: str | Path,
+    budgets: Sequence[float],
+    data: str | None,
+    out_dir: str | Path,
+    *,
+    force: bool,
+    seed: int,
+    config: SearchConfig | None,
+    calib_images: int,
+    device: Any,
+    extra_objectives: Sequence[str],
+    second_table: str | Path | None,
+    log: Callable[[str], None] | None,
+    val_images: int | None,
+    dctx: Any,
+) -> SearchResult | None:
     import torch
 
     from hwnas.data import calibration_subset, load_dataset
     from hwnas.latency import latency_model, load_table
+    from hwnas.search.scoring import (
+        EtaReporter,
+        all_reduce_scores,
+        broadcast_batch,
+        planned_real_evaluations,
+        shard_by_cost,
+    )
+    from hwnas.space import macs
     from hwnas.train import evaluate_subnet, load_supernet
 
     say = log or (lambda m: None)
@@ -63,6 +111,8 @@ def search_supernet(
     check_outputs(out_dir, budgets, force)
     if calib_images < 1:
         raise UserError(f"--calib-images must be >= 1, got {calib_images}")
+    if val_images is not None and val_images < 1:
+        raise UserError(f"--val-images must be >= 1, got {val_images}")
     net, meta = load_supernet(ckpt_path, map_location=device)
     space = meta.get_space()
     table = load_table(table_path, space)
@@ -85,27 +135,59 @@ def search_supernet(
             f"--data {data_spec}: has {ds.num_classes} classes but the supernet {ckpt_path} was trained for "
             f"{space.num_classes} (on '{meta.data}')"
         )
+    val_total = int(ds.val_x.shape[0])
     if val_images is not None:
-        if val_images < 1:
-            raise UserError(f"--val-images must be >= 1, got {val_images}")
         ds = ds.with_val_subset(val_images, seed=seed)
+    n_val = int(ds.val_x.shape[0])
     calib = calibration_subset(ds, n=calib_images, seed=seed)
+    world = dctx.world_size
+    cfg = config or SearchConfig()
+    eta = EtaReporter(planned_real_evaluations(cfg), say, processes=world)
     n_eval = [0]
     t_eval = [0.0]
 
-    def accuracy_fn(subnets: list) -> np.ndarray:
+    def score_batch(subnets: list) -> np.ndarray:
+        """Every rank: score this rank's shard of `subnets`; all ranks get the whole array."""
         t = time.perf_counter()
+        shards = shard_by_cost([float(macs(space, s)) for s in subnets], world)
+        mine = shards[dctx.rank]
+        out = np.zeros(len(subnets), dtype=np.float64)
         with torch.no_grad():
-            out = np.array([evaluate_subnet(net, s, ds, calib=calib, device=device) for s in subnets], dtype=float)
+            for j, i in enumerate(mine):
+                out[i] = evaluate_subnet(net, subnets[i], ds, calib=calib, device=device)
+                if dctx.is_main:  # progress of the whole batch, as seen from rank 0's share
+                    eta.update(n_eval[0] + len(subnets) * (j + 1) / len(mine), t_eval[0] + time.perf_counter() - t)
+        out = all_reduce_scores(dctx, out, device)
         n_eval[0] += len(subnets)
         t_eval[0] += time.perf_counter() - t
+        if dctx.is_main:
+            eta.update(n_eval[0], t_eval[0], force=not eta.messages)
         return out
 
-    say(f"searching {space.name} supernet {ckpt_path} on {data_spec} ({int(ds.val_x.shape[0])} validation images, "
-        f"BN recalibration on {int(calib.shape[0])} training images) with table {table_path}")
-    result = run_search(space, accuracy_fn, predictor, budgets, seed=seed, config=config, extra_objectives=extras, log=log)
-    result.log.append(f"real evaluations took {t_eval[0]:.1f}s ({1000 * t_eval[0] / max(n_eval[0], 1):.0f} ms each); "
-                      f"data {data_spec}, calib_images {int(calib.shape[0])}, checkpoint {ckpt_path}, table {table_path}")
+    if not dctx.is_main:  # a worker: score what rank 0 sends until it says the search is done
+        while (batch := broadcast_batch(dctx, None)) is not None:
+            score_batch([space.validate_subnet(d) for d in batch])
+        return None
+
+    def accuracy_fn(subnets: list) -> np.ndarray:
+        if dctx.active:
+            broadcast_batch(dctx, [s.model_dump() for s in subnets])
+        return score_batch(subnets)
+
+    subset = (f"{n_val} of {val_total} validation images, a class-stratified subset (seed {seed})"
+              if n_val < val_total else f"{n_val} validation images")
+    procs = f"; scoring on {world} processes ({device.type})" if world > 1 else ""
+    say(f"searching {space.name} supernet {ckpt_path} on {data_spec} ({subset}, "
+        f"BN recalibration on {int(calib.shape[0])} training images) with table {table_path}{procs}")
+    try:
+        result = run_search(space, accuracy_fn, predictor, budgets, seed=seed, config=config, extra_objectives=extras, log=log)
+    finally:
+        broadcast_batch(dctx, None)  # release the workers, also when the search failed
+    result.val_images, result.val_images_total, result.calib_images, result.processes = n_val, val_total, int(calib.shape[0]), world
+    result.log.append(f"real evaluations took {t_eval[0]:.1f}s ({1000 * t_eval[0] / max(n_eval[0], 1):.0f} ms each"
+                      f"{f' on {world} processes' if world > 1 else ''}); data {data_spec}, val_images {subset}, "
+                      f"calib_images {int(calib.shape[0])}, checkpoint {ckpt_path}, table {table_path}")
+    result.log.extend(eta.messages)
     paths = write_outputs(result, out_dir, title=table_title(space.name, table), force=force)
     result.outputs = {k: str(v) for k, v in paths.items()}
     return result

@@ -122,7 +122,10 @@ def summary(result: SearchResult, paths: dict[str, Path] | dict[str, str] | None
         min_latency_ms=result.min_latency_ms,
         objectives=result.objectives,
         seconds=round(result.seconds, 3),
+        processes=result.processes,
     )
+    if result.val_images is not None:
+        d.update(val_images=result.val_images, val_images_total=result.val_images_total, calib_images=result.calib_images)
     if result.predictor is not None:
         d["predictor"] = {"name": result.predictor.name, "kendall_tau": result.predictor.kendall_tau,
                           "rmse": result.predictor.rmse, "n_train": result.predictor.n_train}
