@@ -305,8 +305,6 @@ def _generate(budget_ms: float, out: str | os.PathLike[str], *, data: str, space
     # 1. latency table
     t = time.perf_counter()
     from hwnas.latency import latency_model, load_table
-    from hwnas.latency.table import check_trusted
-
     if table is not None:
         table_path, table_cache = Path(table), "given"
         tab = load_table(table_path, sp)
@@ -317,7 +315,10 @@ def _generate(budget_ms: float, out: str | os.PathLike[str], *, data: str, space
         table_path, hit = cached_table(sp, int8=int8, resolutions=profile_resolutions, progress=progress)
         table_cache = "hit" if hit else "miss"
         tab = load_table(table_path, sp)
-    check_trusted(tab, table_path, force=force_table)
+    busy = trust_table(tab, table_path, given=table is not None, force=force_table)
+    if busy:
+        warnings.append(busy)
+        _log(progress, f"warning: {busy}")
     if tab.int8 and not int8:
         _log(progress, "note: the latency table is for INT8 models, so the INT8 model is delivered (as with --int8)")
     int8 = bool(tab.int8)
@@ -464,6 +465,22 @@ def _generate(budget_ms: float, out: str | os.PathLike[str], *, data: str, space
     _log(progress, f"done in {res.seconds:.1f} s: {files['onnx']} measured {res.measured_latency_ms:.3f} ms "
                    f"(budget {budget_ms:g} ms), validation accuracy {res.val_acc:.4f}; report {report_path}")
     return res.model_dump(mode="json")
+
+
+def trust_table(tab: Any, path: Path, *, given: bool, force: bool) -> str | None:
+    """A given table its profiler found busy is refused (exit 2) unless forced. When generate profiled this
+    machine itself and the machine stayed busy through both rounds, it goes on with a warning (returned):
+    the delivered model is still measured against the budget (exit 3 if over), and the next run profiles
+    again."""
+    from hwnas.latency.table import check_trusted
+
+    if given or force:
+        check_trusted(tab, path, force=force)
+        return None
+    if tab.noise is not None and not tab.noise.trusted:
+        return (f"this machine was busy while it was profiled ({tab.noise.reason}); latency predictions may be off, "
+                "but the delivered model is measured against the budget")
+    return None
 
 
 def given_supernet_space(ckpt: str | os.PathLike[str], ds: Any, data: str) -> Any:

@@ -468,3 +468,23 @@ def test_latency_model_is_chosen_by_the_tables_form(profiled):
         assert latency_model(table, space).predict(sub) == pytest.approx(2 * m.predict(sub))
     finally:
         model_mod.MODELS["linear-v1"] = LatencyPredictor
+
+
+@pytest.mark.real_load
+def test_generate_trusts_a_given_busy_table_only_when_forced_but_warns_on_its_own(tmp_path, monkeypatch):
+    from hwnas.errors import UserError
+    from hwnas.generate import trust_table
+    from hwnas.latency.profile import judge_noise
+    from hwnas.latency.table import LatencyTable
+
+    busy = judge_noise(99.0, np.array([0.5]), load_avg_max=None, rounds=2)
+    quiet = judge_noise(0.0, np.array([0.5]), load_avg_max=None, rounds=1)
+    assert not busy.trusted and quiet.trusted
+    tab = LatencyTable.model_construct(noise=busy)
+    with pytest.raises(UserError, match="--force-table"):
+        trust_table(tab, tmp_path / "t.json", given=True, force=False)
+    assert trust_table(tab, tmp_path / "t.json", given=True, force=True) is None
+    warning = trust_table(tab, tmp_path / "t.json", given=False, force=False)  # generate's own profile
+    assert warning and "busy" in warning and "measured against the budget" in warning
+    assert trust_table(LatencyTable.model_construct(noise=quiet), tmp_path / "t.json", given=False, force=False) is None
+    assert trust_table(LatencyTable.model_construct(noise=None), tmp_path / "t.json", given=True, force=False) is None
