@@ -25,8 +25,12 @@ def make_act(name: str) -> nn.Module:
 
 
 def global_pool(x: torch.Tensor) -> torch.Tensor:
-    """Global average pool in OFA's order (width, then height): imported OFA weights then give OFA's
-    logits bit for bit, where mean((2, 3)) rounds differently and deep random-weight nets amplify it."""
+    """Global average pool. In PyTorch in OFA's order (width, then height): imported OFA weights then give
+    OFA's logits bit for bit, where mean((2, 3)) rounds differently and deep random-weight nets amplify
+    it. In an exported graph one reduction: two ReduceMean nodes per pool made small subnets up to 60%
+    slower in ONNX Runtime (mbv3-tiny: 0.037 -> 0.060 ms for the fastest random subnet)."""
+    if torch.onnx.is_in_onnx_export():
+        return x.mean((2, 3), keepdim=True)
     return x.mean(3, keepdim=True).mean(2, keepdim=True)
 
 
