@@ -346,9 +346,10 @@ def _generate(budget_ms: float, out: str | os.PathLike[str], *, data: str, space
 
             fresh = Supernet(sp)  # untrained: the network structure for timing and export only
 
-            direct = run_direct(sp, tab, predictor, ds, float(budget_ms), deadline=t0 + budget_s, local=local,
+            direct = run_direct(sp, tab, predictor, ds, float(budget_ms), deadline=t0 + budget_s,
                                 supernet_epochs=sn_epochs, device=device, progress=progress,
-                                log=lambda m: _log(progress, m), attempt_cls=Attempt, tolerance=BUDGET_TOLERANCE,
+                                log=lambda m: _log(progress, m),
+                                check=lambda cand: check_candidate(sp, tab, cand, float(budget_ms), local, progress),
                                 reserve_s=lambda sub: export_reserve_s(fresh, ds, sub))
             stages["direct"] = time.perf_counter() - t
             warnings.append(direct.reason)
@@ -628,21 +629,28 @@ def choose_within_budget(space: Any, tab: Any, front: list[Any], best: Any, budg
     """Quick check before fine-tuning and export: time the search's choice as deployed (fp32, or QDQ INT8
     for an INT8 table) with untrained weights; while it is over the budget, walk to faster front members
     (bounded). Returns the front member to export first and every check."""
-    from hwnas.export.core import measure_subnet_ms
-
     cand = best
     attempts: list[Attempt] = []
     while True:
-        measured = measure_subnet_ms(space, cand.subnet, tab)
-        ok = measured <= budget_ms * (1 + BUDGET_TOLERANCE) or not local
-        attempts.append(Attempt(subnet=cand.subnet.model_dump(mode="json"), predicted_acc=cand.predicted_acc,
-                                predicted_latency_ms=cand.predicted_latency_ms, measured_latency_ms=measured, within_budget=ok))
-        _log(progress, f"measure: candidate predicted {cand.predicted_latency_ms:.3f} ms measured {measured:.3f} ms"
-                       + ("" if ok else f", over the {budget_ms:g} ms budget"))
+        attempts.append(check_candidate(space, tab, cand, budget_ms, local, progress))
+        measured, ok = attempts[-1].measured_latency_ms, attempts[-1].within_budget
         nxt = None if ok or len(attempts) >= MAX_EXPORT_ATTEMPTS else next_candidate(front, cand, measured, budget_ms)
         if nxt is None:
             return cand, attempts
         cand = nxt
+
+
+def check_candidate(space: Any, tab: Any, cand: Any, budget_ms: float, local: bool, progress: bool) -> Attempt:
+    """Time one candidate (`.subnet`, `.predicted_latency_ms`, `.predicted_acc`) as deployed, with untrained
+    weights (latency does not depend on them), against the budget: the quick check before training or export."""
+    from hwnas.export.core import measure_subnet_ms
+
+    measured = measure_subnet_ms(space, cand.subnet, tab)
+    ok = measured <= budget_ms * (1 + BUDGET_TOLERANCE) or not local
+    _log(progress, f"measure: candidate predicted {cand.predicted_latency_ms:.3f} ms measured {measured:.3f} ms"
+                   + ("" if ok else f", over the {budget_ms:g} ms budget"))
+    return Attempt(subnet=cand.subnet.model_dump(mode="json"), predicted_acc=cand.predicted_acc,
+                   predicted_latency_ms=cand.predicted_latency_ms, measured_latency_ms=measured, within_budget=ok)
 
 
 @dataclass

@@ -41,11 +41,13 @@ class DirectRun:
     reason: str = ""
 
 
-def run_direct(sp: Any, tab: Any, model: Any, ds: Any, budget_ms: float, *, deadline: float, local: bool,
+def run_direct(sp: Any, tab: Any, model: Any, ds: Any, budget_ms: float, *, deadline: float,
                supernet_epochs: float, device: str | None, progress: bool, log: Callable[[str], None],
-               attempt_cls: Any, tolerance: float, reserve_s: Callable[[Any], float]) -> DirectRun:
-    """Choose, check and train a subnet within `deadline` (a time.perf_counter() value)."""
-    from hwnas.export.core import measure_subnet_ms
+               check: Callable[[Any], Any], reserve_s: Callable[[Any], float]) -> DirectRun:
+    """Choose, check and train a subnet within `deadline` (a time.perf_counter() value). `check` is generate's
+    quick measured check of one candidate (its Attempt)."""
+    from types import SimpleNamespace
+
     from hwnas.search.direct import MIN_EPOCHS, choose_for_time, resolution_for
     from hwnas.space import build_plan
     from hwnas.space.cost import macs
@@ -77,13 +79,8 @@ def run_direct(sp: Any, tab: Any, model: Any, ds: Any, budget_ms: float, *, dead
     order = [pick] + sorted((s for s in feasible if macs(sp, s) < macs(sp, pick)), key=lambda s: -macs(sp, s))
     attempts = []
     for sub in order[:MAX_MEASURED]:
-        predicted = float(model.predict(sub))
-        measured = measure_subnet_ms(sp, sub, tab) if not tab.int8 else predicted
-        ok = measured <= budget_ms * (1 + tolerance) or not local
-        attempts.append(attempt_cls(subnet=sub.model_dump(mode="json"), predicted_acc=None, predicted_latency_ms=predicted,
-                                    measured_latency_ms=measured, within_budget=ok))
-        log(f"measure: candidate predicted {predicted:.3f} ms measured {measured:.3f} ms" + ("" if ok else ", over the budget"))
-        if ok:
+        attempts.append(check(SimpleNamespace(subnet=sub, predicted_latency_ms=float(model.predict(sub)), predicted_acc=None)))
+        if attempts[-1].within_budget:
             pick = sub
             break
     else:  # none measured within the budget: the fastest measured (generate then reports the miss)

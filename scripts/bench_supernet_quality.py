@@ -64,7 +64,7 @@ import numpy as np
 import torch
 import yaml
 
-from hwnas.latency.pieces import tilted_sample
+from hwnas.latency.pieces import mixed_pool
 from hwnas.space import Space, Subnet, build_plan, load_space, plan_cost, with_classes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -268,10 +268,7 @@ def pick_subnets(space: Space, k: int, seed: int, pool: int = SUBNET_POOL) -> li
     alone cluster in the middle and leave the top of the MAC range empty."""
     lo, hi = space.smallest(), space.largest()
     rng = np.random.default_rng([seed, 4242])
-    cand: dict[str, tuple[Subnet, int]] = {}
-    for n in range(pool):
-        s = space.sample(rng=rng) if n % 2 == 0 else tilted_sample(space, rng, float(rng.uniform(-3.0, 3.0)))
-        cand.setdefault(s.key(), (s, macs_of(space, s)))
+    cand = {s.key(): (s, macs_of(space, s)) for s in mixed_pool(space, rng, pool)}
     taken = {lo.key(), hi.key()}
     picked = [lo, hi]
     for target in np.linspace(macs_of(space, lo), macs_of(space, hi), k)[1:-1]:

@@ -166,6 +166,29 @@ def tilted_sample(space: Space, rng: np.random.Generator, tilt: float) -> Subnet
         expands=[[pick(s.expands) for _ in range(d)] for s, d in zip(space.stages, depths)]))
 
 
+def mixed_pool(space: Space, rng: np.random.Generator, draws: int, *, tilt: tuple[float, float] = (-3.0, 3.0),
+               resolutions: list[int] | None = None, exclude: set[str] | frozenset[str] = frozenset()) -> list[Subnet]:
+    """The distinct subnets of `draws` seeded draws, in first-drawn order: every other draw is uniform
+    (`Space.sample`), the rest lean to small or large choices (`tilted_sample`, tilt drawn from `tilt`),
+    so the pool covers the whole MACs range where uniform draws cluster in the middle. With
+    `resolutions` each draw's resolution is drawn from them; keys in `exclude` are left out."""
+    pool: dict[str, Subnet] = {}
+    for i in range(draws):
+        s = space.sample(rng=rng) if i % 2 == 0 else tilted_sample(space, rng, float(rng.uniform(*tilt)))
+        if resolutions is not None:
+            s = space.validate_subnet(dict(s.model_dump(exclude={"space"}), resolution=int(rng.choice(resolutions))))
+        if s.key() not in exclude:
+            pool.setdefault(s.key(), s)
+    return list(pool.values())
+
+
+def spread_evenly(items: list, k: int) -> list:
+    """`k` entries of `items` at evenly spaced positions, first and last included (all of them if shorter)."""
+    if k >= len(items):
+        return list(items)
+    return [items[int(round(i))] for i in np.linspace(0, len(items) - 1, k)]
+
+
 # ---------------------------------------------------------------- graphs
 
 def build_module(p: StemPlan | BlockPlan | HeadPlan, seed: int = 0):

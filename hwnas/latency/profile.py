@@ -17,8 +17,8 @@ from hwnas.cache import digest
 from hwnas.errors import UserError
 from hwnas.fileio import format_validation_error, read_structured, write_json
 from hwnas.latency.pieces import (
-    all_pieces, compose, export_piece, input_shape, net_keys, net_mparams, piece_overrides, sample_subnets, structure_key,
-    tilted_sample,
+    all_pieces, compose, export_piece, input_shape, mixed_pool, net_keys, net_mparams, piece_overrides, sample_subnets,
+    spread_evenly, structure_key,
 )
 from hwnas.latency.predictor import fit_calibration
 from hwnas.latency.table import (
@@ -93,17 +93,9 @@ def calibration_set(space: Space, n: int, resolutions: list[int]) -> list[Subnet
     if n_fast == 0:
         return uniform
     rng = np.random.default_rng([CALIBRATION_SEED, 7])
-    seen = {s.key() for s in uniform}
-    pool: dict[str, Subnet] = {}
-    for i in range(40 * n_fast):
-        s = space.sample(rng=rng) if i % 2 == 0 else tilted_sample(space, rng, float(rng.uniform(-3.0, 0.0)))
-        s = space.validate_subnet(dict(s.model_dump(exclude={"space"}), resolution=int(rng.choice(resolutions))))
-        if s.key() not in seen:
-            pool.setdefault(s.key(), s)
-    by_macs = sorted(pool.values(), key=lambda s: plan_cost(build_plan(space, s))[0])
-    fastest = by_macs[: max(len(by_macs) // 10, n_fast)]
-    picks = [fastest[int(round(i))] for i in np.linspace(0, len(fastest) - 1, min(n_fast, len(fastest)))]
-    return uniform + picks
+    pool = mixed_pool(space, rng, 40 * n_fast, tilt=(-3.0, 0.0), resolutions=resolutions, exclude={s.key() for s in uniform})
+    by_macs = sorted(pool, key=lambda s: plan_cost(build_plan(space, s))[0])
+    return uniform + spread_evenly(by_macs[: max(len(by_macs) // 10, n_fast)], n_fast)
 
 
 def make_plan(

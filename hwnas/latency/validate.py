@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from hwnas.errors import UserError
-from hwnas.latency.pieces import sample_subnets, tilted_sample
+from hwnas.latency.pieces import mixed_pool, sample_subnets, spread_evenly
 from hwnas.latency.model import LatencyModel, latency_model
 from hwnas.latency.profile import calibration_set, export_subnet
 from hwnas.latency.table import LatencyTable
@@ -42,13 +42,6 @@ def random_subnets(space: Space, n: int, seed: int, resolutions: list[int], excl
     return subs
 
 
-def _spread(order: list[int], k: int) -> list[int]:
-    """`k` entries of `order` at evenly spaced positions (all of them if it is shorter)."""
-    if k >= len(order):
-        return list(order)
-    return [order[int(round(i))] for i in np.linspace(0, len(order) - 1, k)]
-
-
 def pareto_front(latency: np.ndarray, size: np.ndarray) -> list[int]:
     """Indices not dominated in (lower latency, larger size), fastest first."""
     front, best = [], -np.inf
@@ -62,13 +55,7 @@ def pareto_front(latency: np.ndarray, size: np.ndarray) -> list[int]:
 def front_pool(space: Space, pred: LatencyModel, n: int, seed: int, exclude: set[str]) -> list[Subnet]:
     """The distinct random subnets (not in `exclude`) that `front_subnets` picks from."""
     rng = np.random.default_rng([seed, 31_337])
-    pool: dict[str, Subnet] = {}
-    for i in range(max(FRONT_POOL_PER_SUBNET * n, 400)):
-        s = space.sample(rng=rng) if i % 2 == 0 else tilted_sample(space, rng, float(rng.uniform(-3.0, 3.0)))
-        s = space.validate_subnet(dict(s.model_dump(exclude={"space"}), resolution=int(rng.choice(pred.resolutions))))
-        if s.key() not in exclude:
-            pool.setdefault(s.key(), s)
-    return list(pool.values())
+    return mixed_pool(space, rng, max(FRONT_POOL_PER_SUBNET * n, 400), resolutions=pred.resolutions, exclude=exclude)
 
 
 def front_subnets(space: Space, pred: LatencyModel, n: int, seed: int, exclude: set[str]) -> list[Subnet]:
@@ -83,9 +70,9 @@ def front_subnets(space: Space, pred: LatencyModel, n: int, seed: int, exclude: 
     lat = pred.predict_genomes(np.stack([Encoding(space).encode(s) for s in subs]))
     by_macs = [int(i) for i in np.argsort(size, kind="stable")]
     fastest = by_macs[: max(len(subs) // 10, n)]
-    picked = _spread(fastest, n // 2)
+    picked = spread_evenly(fastest, n // 2)
     rest = [i for i in pareto_front(lat, size) if i not in set(picked)]
-    picked += _spread(rest, n - len(picked))
+    picked += spread_evenly(rest, n - len(picked))
     for i in fastest + by_macs:  # a short front: fill from the fast end
         if len(picked) >= n:
             break

@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 
 from hwnas.latency.model import LatencyModel
-from hwnas.latency.pieces import tilted_sample
+from hwnas.latency.pieces import mixed_pool
 from hwnas.space import Encoding, Space, Subnet
 from hwnas.space.cost import macs
 
@@ -46,8 +46,7 @@ def feasible_subnets(space: Space, model: LatencyModel, budget_ms: float, resolu
     """Distinct subnets at `resolution` predicted within `budget_ms`: the uniform ones and a seeded random pool."""
     rng = np.random.default_rng([seed, resolution, 2024])
     subs: dict[str, Subnet] = {s.key(): s for s in uniform_subnets(space, resolution)}
-    for i in range(pool):
-        s = space.sample(rng=rng) if i % 2 == 0 else tilted_sample(space, rng, float(rng.uniform(-3.0, 3.0)))
+    for s in mixed_pool(space, rng, pool):
         s = space.validate_subnet(dict(s.model_dump(exclude={"space"}), resolution=resolution))
         subs.setdefault(s.key(), s)
     cand = list(subs.values())
