@@ -353,12 +353,14 @@ def test_int8_accuracy_drop_sends_generate_to_the_next_candidate(first_run, tiny
     out = tmp_path / "drop"
     r = generate(10.0, out, data=tiny_folder, int8=True, **KW)
     exports = [a for a in r["attempts"] if a["kind"] == "export"]
-    assert exports[0]["int8_acc_change"] == -0.05 and not exports[0]["accepted"]
+    assert exports[0]["int8_acc_change"] == -0.05
     assert 1 <= len(exports) <= MAX_EXPORT_ATTEMPTS
     if len(exports) > 1:  # another front member existed: it was exported and delivered
+        assert not exports[0]["accepted"]
         assert exports[1]["subnet"] != exports[0]["subnet"] and exports[1]["accepted"]
         assert read_metadata(out / "model.onnx").subnet == exports[1]["subnet"] == r["subnet"]
-    else:
+    else:  # no other front member fits: the least-losing one ships, and the report says it loses
+        assert exports[0]["accepted"]
         assert any("loses more than 1 point" in w for w in r["warnings"])
     assert "-5.00%" in (out / "report.md").read_text()
 
