@@ -434,6 +434,7 @@ def _generate(budget_ms: float, out: str | os.PathLike[str], *, data: str, space
                                     ort_format=ort_format, tuned=tuned, progress=progress)
     exp, attempts = delivery.export, delivery.attempts
     stages["export"] = time.perf_counter() - t
+    feed_back_measured(tab, sp, attempts, table_path, cached=table_cache != "given", local=local, progress=progress)
     warnings.extend(exp.warnings)
     warnings.extend(delivery.warnings)
     chosen = net.space.validate_subnet(exp.subnet)
@@ -512,6 +513,7 @@ def _finish_direct(direct: Any, sp: Any, tab: Any, predictor: Any, ds: Any, budg
                                     int8=int8, ort_format=ort_format, tuned=direct.weights, progress=progress)
     exp, attempts, files = delivery.export, delivery.attempts, delivery.files
     stages["export"] = time.perf_counter() - t
+    feed_back_measured(tab, sp, attempts, table_path, cached=table_cache != "given", local=local, progress=progress)
     warnings.extend(exp.warnings)
     warnings.extend(delivery.warnings)
     val_acc = exp.int8_val_acc if int8 and exp.int8_val_acc is not None else exp.val_acc
@@ -718,6 +720,24 @@ def export_within_budget(net: Any, ds: Any, tab: Any, front: list[Any], first: A
         return _deliver(tried, attempts, budget_ms, out_dir, int8)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def feed_back_measured(tab: Any, sp: Any, attempts: list[Attempt], table_path: Path, *, cached: bool, local: bool,
+                       progress: bool) -> None:
+    """Teach generate's own cached table the latencies measured on the way (whole networks near the budget:
+    the best calibration points there are). A table the user gave is never rewritten."""
+    if not (cached and local and attempts):
+        return
+    from hwnas.latency.feedback import feed_back
+
+    subs = [(sp.validate_subnet(a.subnet), a.measured_latency_ms) for a in attempts]
+    fb = feed_back(tab, sp, subs)
+    if fb.table is None:
+        _log(progress, f"note: measured latencies not fed back into the cached table: {fb.reason}")
+        return
+    fb.table.save(table_path)  # atomic (temporary file, then rename)
+    _log(progress, f"latency: {fb.added} measured latencies fed back into the cached table (their prediction error "
+                   f"{100 * fb.error_before:.1f}% -> {100 * fb.error_after:.1f}%)")
 
 
 def int8_keeps_accuracy(change: float | None) -> bool:

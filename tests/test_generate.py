@@ -69,6 +69,13 @@ def test_generate_writes_consistent_outputs(first_run, tiny_folder):
     assert meta.predicted_latency_ms == pytest.approx(r["predicted_latency_ms"])
     pareto = json.loads((out / "pareto.json").read_text())
     assert any(p["subnet"] == best for p in pareto)
+    # generate's own cached table learnt the delivered model's measured latency; its profile points stay
+    from hwnas.latency import load_table
+
+    cal = load_table(r["table"]).calibration
+    assert cal.points[-1].source == "delivered" and cal.points[-1].subnet == best
+    assert cal.points[-1].measured_ms == pytest.approx(r["measured_latency_ms"])
+    assert sum(p.source == "profile" for p in cal.points) >= 3
     report = (out / "report.md").read_text()
     assert f"{r['measured_latency_ms']:.3f} ms" in report and "measured latency" in report
     assert "![Pareto front](pareto.png)" in report and "| stage | block | kernel | expand |" in report

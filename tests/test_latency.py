@@ -488,3 +488,60 @@ def test_generate_trusts_a_given_busy_table_only_when_forced_but_warns_on_its_ow
     assert warning and "busy" in warning and "measured against the budget" in warning
     assert trust_table(LatencyTable.model_construct(noise=quiet), tmp_path / "t.json", given=False, force=False) is None
     assert trust_table(LatencyTable.model_construct(noise=None), tmp_path / "t.json", given=True, force=False) is None
+
+
+# ---------------------------------------------------------------- measured latencies fed back
+
+def _exactly_calibrated(space: Space, n: int = 20):
+    """A synthetic table whose profile points follow its calibration exactly, and the rule they follow."""
+    from hwnas.latency.feedback import apply_calibration
+
+    tab = synthetic_table(space)
+    pred = LatencyPredictor(tab, space)
+    subs = list(all_subnets(space))
+    rng = np.random.default_rng(3)
+    picks = [subs[i] for i in rng.choice(len(subs), size=n, replace=False)]
+    pts = [pred.calibration_point(s, 1.0, source="profile") for s in picks]
+    pts = [p.model_copy(update={"measured_ms": float(apply_calibration(tab.calibration, [p])[0])}) for p in pts]
+    cal = tab.calibration.model_copy(update={"points": pts})
+    return tab.model_copy(update={"calibration": cal}), subs
+
+
+def test_feed_back_learns_from_delivered_models_and_keeps_the_profile():
+    from hwnas.latency.feedback import MAX_DELIVERED_POINTS, feed_back
+
+    space = micro_space()
+    tab, subs = _exactly_calibrated(space)
+    pred = LatencyPredictor(tab, space)
+    # the fast end runs 4% slower inside whole networks than the profile said
+    fast = sorted(subs, key=pred.predict)[:6]
+    fb = feed_back(tab, space, [(s, 1.04 * pred.predict(s)) for s in fast])
+    assert fb.table is not None and fb.added == 6 and fb.reason == ""
+    assert fb.error_before == pytest.approx(0.04 / 1.04, rel=1e-6) and fb.error_after < fb.error_before
+    after = LatencyPredictor(fb.table, space)
+    assert all(abs(after.predict(s) - 1.04 * pred.predict(s)) < abs(pred.predict(s) - 1.04 * pred.predict(s)) for s in fast)
+    pts = fb.table.calibration.points
+    assert [p for p in pts if p.source == "profile"] == tab.calibration.points
+    assert [p.subnet for p in pts if p.source == "delivered"] == [s.model_dump(mode="json") for s in fast]
+    # the file round-trips, a re-measured subnet replaces its point, and fed-back points are capped
+    again = feed_back(LatencyTable.model_validate(json.loads(fb.table.model_dump_json())), space, [(fast[0], 1.05 * pred.predict(fast[0]))])
+    delivered = [p for p in again.table.calibration.points if p.source == "delivered"]
+    assert len(delivered) == 6 and delivered[-1].subnet == fast[0].model_dump(mode="json")
+    assert delivered[-1].measured_ms == pytest.approx(1.05 * pred.predict(fast[0]))
+    many = feed_back(tab, space, [(s, 1.01 * pred.predict(s)) for s in subs[: MAX_DELIVERED_POINTS + 10]])
+    assert sum(p.source == "delivered" for p in many.table.calibration.points) == MAX_DELIVERED_POINTS
+
+
+def test_feed_back_refuses_measurements_that_contradict_the_profile():
+    from hwnas.latency.feedback import feed_back
+
+    space = micro_space()
+    tab, subs = _exactly_calibrated(space)
+    pred = LatencyPredictor(tab, space)
+    fb = feed_back(tab, space, [(s, 3.0 * pred.predict(s)) for s in subs[:15]])  # a busy machine tripled them
+    assert fb.table is None and fb.added == 0 and "disagree" in fb.reason
+    # resolutions the table does not cover are skipped, not an error
+    only8 = synthetic_table(space, resolutions=[8])
+    at12 = next(s for s in subs if s.resolution == 12)
+    skipped = feed_back(only8, space, [(at12, 1.0)])
+    assert skipped.table is None and skipped.added == 0 and "resolution" in skipped.reason

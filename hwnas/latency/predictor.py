@@ -157,6 +157,18 @@ class LatencyPredictor:
             raise UserError(f"subnet.resolution: {sub.resolution} is not covered by the table (resolutions {self._resolutions})")
         return net_keys(build_plan(self._head_space, sub))
 
+    def calibration_point(self, subnet: Subnet, measured_ms: float, source: str = "delivered") -> CalibrationPoint:
+        """A whole-subnet measurement as the calibration sees it (its piece sums next to the measured time),
+        computed the way the profiler computes its own points."""
+        sub = self.space.validate_subnet(subnet)
+        keys = self._keys(sub)
+        entries = [self.table.entries[k] for k in keys]
+        hot = sum(e.hot_median_ms or 0.0 for e in entries) if all(e.hot_median_ms for e in entries) else 0.0
+        return CalibrationPoint(resolution=sub.resolution, pieces=len(keys), pieces_sum_ms=sum(e.median_ms for e in entries),
+                                pieces_hot_sum_ms=hot, mparams=net_mparams(build_plan(self._head_space, sub)),
+                                measured_ms=float(measured_ms), source=source,
+                                subnet=sub.model_dump(mode="json") if source != "profile" else None)
+
     def predict(self, subnet: Subnet) -> float:
         """Predicted latency (ms) of one subnet."""
         keys = self._keys(subnet)

@@ -66,6 +66,9 @@ class CalibrationPoint(_M):
     pieces_hot_sum_ms: float = Field(default=0.0, ge=0.0)
     mparams: float = Field(default=0.0, ge=0.0, description="parameters of the subnet, millions")
     measured_ms: float = Field(gt=0.0)
+    source: Literal["profile", "delivered"] = Field(
+        default="profile", description="profile: measured by the profiler; delivered: a model generate measured later and fed back")
+    subnet: dict | None = Field(default=None, description="the subnet of a fed-back point (a later measurement of it replaces this one)")
 
 
 class Calibration(_M):
