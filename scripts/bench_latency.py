@@ -70,6 +70,8 @@ def main() -> int:
                 "raw_sum_bias_pct": table.calibration.raw_sum_bias_pct, "calibration_fit_mape_pct": table.calibration.fit_mape * 100,
                 "min_latency_ms": pred.min_latency_ms(), "validate_s": r["seconds"],
                 "pairs": list(zip(r["_predicted"], r["_measured"], r["_measured_again"])),
+                "front_pairs": list(zip(r["_front_predicted"], r["_front_measured"], r["_front_measured_again"])),
+                "subnets": r["_subnets"],
             }
             rows.append(row)
             _dump(a, out_dir, fp, rows)  # after every configuration: a cut-short run keeps what it measured

@@ -155,4 +155,6 @@ def validate_table(
         "_measured_again": b[:n].tolist(),
         "_front_predicted": p[n:].tolist(),
         "_front_measured": a[n:].tolist(),
+        "_front_measured_again": b[n:].tolist(),
+        "_subnets": [sub.model_dump(mode="json") for sub in subs],
     }
