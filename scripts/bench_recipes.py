@@ -1,19 +1,25 @@
 #!/usr/bin/env python
 """Benchmark: which supernet training recipe makes inherited subnets closest to the same nets trained alone?
 
-Runs after `scripts/bench_supernet_quality.py --part quality` has filled its work folder (the 8
-subnets spread in MACs, each trained alone: `subnets.json`, `alone-N.json`, the space). Each recipe
-variant trains a supernet from scratch with the real CLI (`hwnas train --config`) for exactly the
-epochs the alone networks had (equal epochs, so the comparison does not depend on the machine's
-load), then evaluates the same 8 subnets with inherited weights (BN recalibrated on 2,000 training
-images) and prints inherited - alone, Kendall tau (inherited vs alone) and Spearman (inherited vs
-MACs), one row per variant. A variant whose result JSON exists in WORK/recipes/NAME is not redone.
+Equal epochs, so the comparison does not depend on the machine's load: every recipe variant trains
+a supernet from scratch with the real CLI (`hwnas train --config`) for exactly `--epochs` epochs in
+all (a preset's phases are scaled together to that total, warm-up along), then the same 8 subnets
+(spread evenly in MACs, as `bench_supernet_quality.py` picks them) are evaluated with inherited
+weights (BN recalibrated on 2,000 training images). The same 8 subnets are trained alone from
+scratch for the same epochs (`train_network`, the single-network recipe). Printed per variant:
+mean inherited - alone, Kendall tau (inherited vs alone), Spearman (inherited vs MACs), the
+supernet's throughput and wall time.
 
-    flock /tmp/hwnas-heavy.lock python scripts/bench_recipes.py --work /work/bench/q30 \\
-        --variant lr0.025 '{phases: {sandwich: {lr: 0.025}}}' --variant kd0 '{kd_weight: 0}'
+A variant is a name and the training-config fields it changes (YAML, deep-merged onto the default
+config: `{kd_weight: 0}`, `{schedule: progressive}`, `{phases: {sandwich: {lr: 0.05}}}`, or a full
+`phases` list whose epochs are shares of the total). WORK keeps everything; a piece whose result
+JSON exists is not redone. The alone trainings and the variants run as `--jobs` parallel processes
+(each trains with 1 CPU thread; on a GPU they share the device, which is launch-bound, so parallel
+runs cost little).
 
-Variants run one after another in this process; start two processes to use two cores (each trains
-with 1 thread).
+    flock /tmp/hwnas-heavy.lock python scripts/bench_recipes.py --work /work/bench/rec --epochs 4 --jobs 2 \\
+        --variant sandwich '{}' --variant kd0 '{kd_weight: 0}'
+    python scripts/bench_recipes.py --work /tmp/rec --epochs 15 --device cuda --jobs 18 --preset all   # a GPU
 """
 
 from __future__ import annotations
@@ -30,78 +36,175 @@ from typing import Any
 import numpy as np
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "cifar10-small"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_supernet_quality import (DEFAULT_DATA, Job, log, macs_of, make_subset, pick_subnets, r32_space,  # noqa: E402
+                                    read_json, run_pool, train_alone_job, write_json)
+
+PRESET_VARIANTS: dict[str, str] = {
+    "sandwich": "{}",
+    "kd0": "{kd_weight: 0}",
+    "lr0.05": "{phases: {sandwich: {lr: 0.05}}}",
+    "lr0.025": "{phases: {sandwich: {lr: 0.025}}}",
+    "kd0-lr0.05": "{kd_weight: 0, phases: {sandwich: {lr: 0.05}}}",
+    "two-per-step": "{phases: {sandwich: {subnets_per_step: 2}}}",
+    "progressive": "{schedule: progressive}",
+    "delayed": "{schedule: delayed}",
+    # sanity check of the machinery: only the largest subnet, no sharing: should match the largest alone
+    "largest-only": "{schedule: custom, phases: [{name: full, epochs: 1, lr: 0.1, warmup_epochs: 0.02}]}",
+}
 
 
-def merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
+def resolved_config(space: Any, data: str, over: dict[str, Any], epochs: float) -> dict[str, Any]:
+    """The variant's full training config with its phases scaled to `epochs` in all (warm-up along)."""
+    from hwnas.train.config import resolve_config
+
+    cfg = resolve_config(space, data, over)
+    scale = epochs / cfg.total_epochs
+    cfg = cfg.with_epochs({p.name: p.epochs * scale for p in cfg.phases})
+    return cfg.model_copy(update={"eval_at": "end", "eval_subnets": 0}).model_dump(mode="json")
 
 
-def run_variant(work: Path, name: str, over: dict[str, Any], data: str, epochs: float) -> dict[str, Any]:
+def variant_job(*, out: str, name: str, over: dict[str, Any], data: str, epochs: float, device: str,
+                with_alone: bool = True) -> dict[str, Any]:
+    """(worker) Train one variant's supernet with the CLI, evaluate the 8 subnets inherited; write and return the result."""
     from scipy.stats import kendalltau, spearmanr
 
     from hwnas.data import load_dataset
-    from hwnas.space import build_plan, plan_cost
+    from hwnas.space import load_space, with_classes
     from hwnas.train.checkpoint import load_supernet
     from hwnas.train.evaluate import evaluate_subnet
 
-    w = work / "recipes" / name
-    done = w / "result.json"
-    if done.is_file():
-        return json.loads(done.read_text())
-    w.mkdir(parents=True, exist_ok=True)
-    # equal epochs to the alone networks; warm-up as the time-budgeted default would scale it (2 of 100 epochs)
-    base: dict[str, Any] = {"eval_at": "end"}
-    if over.get("schedule", "sandwich") == "sandwich":  # another schedule names its own phases' epochs
-        base["phases"] = {"sandwich": {"epochs": epochs, "warmup_epochs": 0.02 * epochs}}
-    cfg = merge(base, over)
-    (w / "cfg.yaml").write_text(yaml.safe_dump(cfg))
-    t0 = time.time()
-    ckpt = w / "sn.pt"
-    if not ckpt.is_file():
-        r = subprocess.run([sys.executable, "-m", "hwnas", "train", "--space", str(work / "space.yaml"), "--data", data,
-                            "--out", str(ckpt), "--config", str(w / "cfg.yaml"), "--json", "--no-progress"],
-                           capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
-        if r.returncode:
-            raise SystemExit(f"{name}: hwnas train failed:\n{r.stderr[-3000:]}")
-    wall = time.time() - t0
+    w = Path(out).parent
+    work = w.parent.parent
     ds = load_dataset(data)
-    sup, _ = load_supernet(ckpt)
-    space = sup.space
-    subs = [space.validate_subnet(s) for s in json.loads((work / "subnets.json").read_text())]
-    alone = [json.loads((work / f"alone-{i}.json").read_text())["val_acc"] for i in range(len(subs))]
+    space = with_classes(load_space(str(work / "space.yaml")), ds.num_classes)
+    cfg = resolved_config(space, data, over, epochs)
+    (w / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    ckpt = w / "sn.pt"
+    train: dict[str, Any] = read_json(w / "train.json") if (w / "train.json").is_file() else {}
+    if not train:
+        if ckpt.exists():
+            ckpt.unlink()  # a killed run
+        t0 = time.time()
+        log(f"variant {name}: training {epochs:g} epochs ({cfg['schedule']})")
+        r = subprocess.run([sys.executable, "-m", "hwnas", "train", "--space", str(work / "space.yaml"), "--data", data,
+                            "--out", str(ckpt), "--config", str(w / "cfg.yaml"), "--json", "--no-progress",
+                            "--device", device], capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+        if r.returncode:
+            raise RuntimeError(f"{name}: hwnas train failed (exit {r.returncode}):\n{r.stderr[-3000:]}")
+        train = json.loads(r.stdout.strip().splitlines()[-1])
+        train["wall_s"] = time.time() - t0
+        write_json(w / "train.json", train)
+    sup, _ = load_supernet(ckpt, map_location=device)
+    subs = [space.validate_subnet(s) for s in read_json(work / "subnets.json")]
+    paths = [work / f"alone-{i}.json" for i in range(len(subs))]
+    while with_alone and not all(p.exists() for p in paths):  # the alone trainings run beside this one
+        time.sleep(5.0)
+    alone = [read_json(p)["val_acc"] for p in paths] if with_alone else [float("nan")] * len(subs)
     rows = []
     for s, a in zip(subs, alone):
-        m = plan_cost(build_plan(space, s))[0] / 1e6
-        rows.append((m, evaluate_subnet(sup, s, ds, calib_images=2000), a))
-    inh = [r[1] for r in rows]
-    res = dict(name=name, config=over, epochs=epochs, wall_s=wall, load_avg=os.getloadavg()[0], mean_inherited=float(np.mean(inh)),
-               mean_diff=float(np.mean([r[1] - r[2] for r in rows])), tau=float(kendalltau(inh, alone).statistic),
-               spearman=float(spearmanr([r[0] for r in rows], inh).statistic), rows=rows)
-    done.write_text(json.dumps(res, indent=1))
+        rows.append(dict(macs=macs_of(space, s), inherited=evaluate_subnet(sup, s, ds, calib_images=2000, device=device),
+                         alone=a))
+    inh = [r["inherited"] for r in rows]
+    res = dict(name=name, config=over, epochs=epochs, wall_s=train["wall_s"], images_per_s=train.get("images_per_s"),
+               train_seconds=train.get("train_seconds_total"), device=train.get("device"), load_avg=os.getloadavg()[0],
+               mean_inherited=float(np.mean(inh)), mean_diff=float(np.mean([r["inherited"] - r["alone"] for r in rows])),
+               tau=float(kendalltau(inh, alone).statistic) if with_alone else float("nan"), spearman=float(spearmanr([r["macs"] for r in rows], inh).statistic),
+               rows=rows)
+    write_json(Path(out), res)
+    log(f"variant {name}: mean inherited {res['mean_inherited']:.4f}, diff {res['mean_diff']:+.4f}, tau {res['tau']:+.2f}")
     return res
+
+
+def setup(work: Path, data: str, epochs: float, k: int, seed: int) -> list[Any]:
+    """The space (mbv3-cifar at 32x32), the `k` subnets spread in MACs, and the epochs every run gets."""
+    from hwnas.data import load_dataset
+    from hwnas.space import with_classes
+
+    work.mkdir(parents=True, exist_ok=True)
+    space0 = r32_space()
+    (work / "space.yaml").write_text(yaml.safe_dump(space0.model_dump(mode="json", exclude_none=True)))
+    ds = load_dataset(data)  # decodes once, into the cache every worker then reads
+    space = with_classes(space0, ds.num_classes)
+    subs = pick_subnets(space, k, seed)
+    meta = work / "setup.json"
+    if meta.exists():
+        old = read_json(meta)
+        if abs(old["epochs"] - epochs) > 1e-9 or old["subnets"] != [s.model_dump(mode="json") for s in subs]:
+            raise SystemExit(f"{work} was set up for {old['epochs']:g} epochs / other subnets; use another --work")
+    write_json(meta, dict(epochs=epochs, subnets=[s.model_dump(mode="json") for s in subs], data=data))
+    write_json(work / "subnets.json", [s.model_dump(mode="json") for s in subs])
+    return [space, subs]
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--work", required=True, help="a bench_supernet_quality work folder (part quality done)")
+    ap.add_argument("--work", required=True, help="everything is kept here; finished pieces are reused")
     ap.add_argument("--data", default=str(DEFAULT_DATA))
-    ap.add_argument("--variant", nargs=2, action="append", metavar=("NAME", "YAML"), required=True,
+    ap.add_argument("--epochs", type=float, required=True, help="epochs of every supernet run and of every alone training")
+    ap.add_argument("--subnets", type=int, default=8)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--jobs", type=int, default=2, help="parallel processes (alone trainings and variants)")
+    ap.add_argument("--no-alone", action="store_true",
+                    help="compare the variants by inherited accuracy only (no alone trainings: half the cost)")
+    ap.add_argument("--train-limit", type=int, default=None, metavar="N", help="a random N training images (smoke tests only)")
+    ap.add_argument("--variant", nargs=2, action="append", metavar=("NAME", "YAML"), default=[],
                     help="a name and the training-config fields to change (YAML), e.g. kd0 '{kd_weight: 0}'")
+    ap.add_argument("--preset", nargs="*", default=[], metavar="NAME",
+                    help=f"named variants: {', '.join(PRESET_VARIANTS)} (or 'all')")
     a = ap.parse_args()
-    work = Path(a.work)
-    epochs = float(json.loads((work / "supernet.json").read_text())["epochs"])
-    results = [run_variant(work, name, yaml.safe_load(y) or {}, a.data, epochs) for name, y in a.variant]
-    print(f"\nequal epochs: {epochs:.3f}; subnets and alone accuracies from {work}\n")
-    print("| variant | config | mean inherited | mean inherited - alone | Kendall tau | Spearman (acc, MACs) | wall s | load |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for r in results:
+    work = Path(a.work).resolve()
+    data = a.data
+    if a.train_limit:
+        sub = work / f"data-{a.train_limit}"
+        if not sub.exists():
+            make_subset(Path(a.data), sub, a.train_limit, a.seed)
+        data = str(sub)
+    names = list(PRESET_VARIANTS) if a.preset == ["all"] else a.preset
+    unknown = [n for n in names if n not in PRESET_VARIANTS]
+    if unknown:
+        raise SystemExit(f"--preset: unknown {unknown}; known: {', '.join(PRESET_VARIANTS)}")
+    variants = [(n, PRESET_VARIANTS[n]) for n in names] + [tuple(v) for v in a.variant]
+    if not variants:
+        raise SystemExit("give --variant NAME YAML or --preset NAME ...")
+    space, subs = setup(work, data, a.epochs, a.subnets, a.seed)
+    t0 = time.time()
+    alone_jobs = [Job(work / f"alone-{i}.json", train_alone_job,
+                      dict(space=space.model_dump(mode="json"), subnet=s.model_dump(mode="json"), data=data,
+                           epochs=a.epochs, seed=a.seed + i, index=i, device=a.device)) for i, s in enumerate(subs)]
+    if a.no_alone:
+        alone_jobs = []
+    for n, _ in variants:
+        (work / "recipes" / n).mkdir(parents=True, exist_ok=True)
+    vjobs = [Job(work / "recipes" / n / "result.json", variant_job,
+                 dict(name=n, over=yaml.safe_load(y) or {}, data=data, epochs=a.epochs, device=a.device,
+                      with_alone=not a.no_alone)) for n, y in variants]
+    # one pool: a variant trains its supernet while the alone nets train, then waits for their results
+    results = run_pool(alone_jobs + vjobs, a.jobs)
+    alone = {j.out: results[j.out] for j in alone_jobs}
+    if any("error" in r for r in alone.values()):
+        raise SystemExit(f"alone trainings failed: {[r['error'] for r in alone.values() if 'error' in r]}")
+    alone_acc = [alone[j.out]["val_acc"] for j in alone_jobs]
+    print(f"\n# bench_recipes: {a.epochs:g} epochs each, {len(subs)} subnets, device {a.device}, data {data}, "
+          f"{time.time() - t0:.0f} s, load {os.getloadavg()[0]:.1f}\n")
+    print("| subnet | MACs (M) | alone acc | alone img/s |")
+    print("| ---: | ---: | ---: | ---: |")
+    for i, s in enumerate(subs):
+        r = alone.get(work / f"alone-{i}.json", {})
+        print(f"| {i} | {macs_of(space, s) / 1e6:.1f} | {r.get('val_acc', float('nan')):.4f} | {r.get('images_per_s') or 0:.0f} |")
+    if alone_acc:
+        print(f"\nalone: mean {np.mean(alone_acc):.4f}\n")
+    print("| variant | config | mean inherited | inherited - alone | Kendall tau | Spearman (acc, MACs) | smallest / largest inherited | img/s | wall s |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for j in vjobs:
+        r = results.get(j.out, {})
+        if "error" in r or not r:
+            print(f"| {j.kwargs['name']} | `{json.dumps(j.kwargs['over'])}` | failed: {str(r.get('error'))[:200]} | | | | | | |")
+            continue
+        ends = f"{r['rows'][0]['inherited']:.3f} / {r['rows'][-1]['inherited']:.3f}"
         print(f"| {r['name']} | `{json.dumps(r['config'])}` | {r['mean_inherited']:.4f} | {r['mean_diff']:+.4f} | {r['tau']:+.2f} | "
-              f"{r['spearman']:+.2f} | {r['wall_s']:.0f} | {r['load_avg']:.1f} |")
+              f"{r['spearman']:+.2f} | {ends} | {r['images_per_s'] or 0:.0f} | {r['wall_s']:.0f} |")
     return 0
 
 

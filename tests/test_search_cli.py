@@ -193,3 +193,25 @@ def test_val_images_scores_on_a_fixed_subset(files: dict[str, Path], capsys: pyt
                                  "--budget-ms", str(round(2 * m, 4)), "--data", "digits", "--out", str(files["dir"] / "o0"),
                                  "--val-images", "0", *FAST])
     assert code == 2 and "--val-images" in err
+
+
+def test_search_on_cpu_scores_with_one_thread_and_restores(monkeypatch):
+    """One search process on a CPU uses one intra-op thread (as train and generate), unless the user set
+    OMP_NUM_THREADS, and gives the caller its thread count back."""
+    import torch
+
+    import hwnas.search.pipeline as pl
+
+    seen: list[int] = []
+    monkeypatch.setattr(pl, "_search", lambda *a, **k: seen.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        pl.search_supernet("ckpt", "table", [1.0], None, "out", device="cpu")
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        pl.search_supernet("ckpt", "table", [1.0], None, "out", device="cpu")
+        assert seen == [1, 2]
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

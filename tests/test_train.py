@@ -480,3 +480,69 @@ def test_val_subset_is_fixed_and_smaller():
     assert a.val_x.shape[0] == 6 and torch.equal(a.val_x, b.val_x) and torch.equal(a.val_y, b.val_y)
     assert a.fingerprint != ds.fingerprint and a.train_x is ds.train_x
     assert ds.with_val_subset(100) is ds
+
+
+# ---------------------------------------------------------------- recipe knobs: kd_start, zero_init_residual
+
+
+def test_zero_init_residual_makes_every_depth_the_same_function_at_first():
+    """With each residual block starting as the identity, a subnet computes the same logits whatever the
+    depth, kernel and expand of its residual blocks; without it, depth changes the function."""
+    sp = micro_space()
+    x = torch.randn(4, 3, 12, 12, generator=torch.Generator().manual_seed(0))
+    a = dict(depths=[1, 1], kernels=[[3], [3]], expands=[[2], [2]], resolution=12)  # the non-residual first blocks alone
+    b = dict(depths=[3, 3], kernels=[[3, 5, 3], [3, 5, 5]], expands=[[2, 4, 3], [2, 3, 4]], resolution=12)
+    outs = {}
+    for zero in (False, True):
+        torch.manual_seed(0)
+        net = Supernet(sp)
+        if zero:
+            net.zero_init_residual()
+        net.eval()
+        with torch.no_grad():
+            outs[zero] = [(net.set_active(s), net(x))[1] for s in (a, b)]
+    assert torch.equal(outs[True][0], outs[True][1])  # x + 0 * y is x, exactly
+    assert not torch.allclose(outs[False][0], outs[False][1], rtol=1e-2, atol=0.0)  # logits are small at init: relative
+
+
+def test_zero_init_residual_config_reaches_the_trained_supernet(tmp_path: Path, tiny_data: str):
+    from hwnas.train.api import train_supernet
+
+    cfg = TrainConfig.model_validate(dict(
+        schedule="custom", batch_size=8, eval_subnets=0, flip=False, checkpoint_every_seconds=0, zero_init_residual=True,
+        phases=[dict(name="s", epochs=0.2, lr=1e-9, sampler="sandwich", subnets_per_step=2, teacher="inplace",
+                     elastic={"kernel": 0, "depth": 0, "expand": 0})]))
+    train_supernet(micro_space(), tiny_data, tmp_path / "z.pt", config=cfg, progress=False)
+    sup, _ = load_supernet(tmp_path / "z.pt")
+    residual = [blk for stage in sup.stages for blk in stage if blk.residual]
+    assert residual and all(float(blk.project_bn.weight.detach().abs().max()) < 1e-6 for blk in residual)  # lr ~0: still zero
+    first = [blk for stage in sup.stages for blk in stage if not blk.residual]
+    assert all(float(blk.project_bn.weight.detach().abs().min()) > 0.5 for blk in first)
+
+
+def test_step_loss_before_kd_start_uses_labels_alone():
+    """teach=False (the steps before kd_start) gives exactly the loss of kd_weight 0; teach=True adds
+    the in-place teacher's soft targets."""
+    from hwnas.train.api import step_loss
+
+    sp = micro_space()
+    cfg = default_config(sp, "x").model_copy(update={"kd_weight": 1.0})
+    phase = cfg.phases[0]
+    _, subs = sample_step(sp, phase, 0, seed=0, epoch=0, step=0)
+    x = torch.randn(6, 3, subs[0].resolution, subs[0].resolution, generator=torch.Generator().manual_seed(1))
+    y = torch.tensor([0, 1, 0, 1, 0, 1])
+    torch.manual_seed(0)
+    net = Supernet(sp)
+
+    def loss(c: TrainConfig, teach: bool) -> float:
+        net.zero_grad()
+        return float(step_loss(net, net, x, y, subs, phase, c, None, teach))
+
+    off = loss(cfg, False)
+    assert off == pytest.approx(loss(cfg.model_copy(update={"kd_weight": 0.0}), True), rel=1e-6)
+    assert loss(cfg, True) > off + 1e-4
+
+
+def test_kd_start_is_a_share_of_the_phase():
+    with pytest.raises(Exception, match="kd_start"):
+        TrainConfig.model_validate(dict(default_config(micro_space(), "x").model_dump(), kd_start=1.0))

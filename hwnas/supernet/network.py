@@ -82,6 +82,15 @@ class Supernet(nn.Module):
         return net
 
     @torch.no_grad()
+    def zero_init_residual(self) -> None:
+        """Zero the last BN scale of every residual elastic block: each starts as the identity, so a
+        shallower subnet computes what the deeper one does at first (BigNAS's initialisation)."""
+        for stage in self.stages:
+            for blk in stage:
+                if blk.residual:
+                    blk.project_bn.weight.zero_()
+
+    @torch.no_grad()
     def reorder_channels(self) -> None:
         """Importance-sort every elastic block's expanded channels (function of the largest net unchanged).
         Optimizer momentum for these weights is stale afterwards: callers reset it."""

@@ -251,14 +251,16 @@ def _evaluate(run: _Run, calib: torch.Tensor) -> dict[str, Any]:
 
 def step_loss(
     model: Supernet, forward: Any, x: torch.Tensor, y: torch.Tensor, subs: list[Any], phase: PhaseConfig,
-    cfg: TrainConfig, teacher: nn.Module | None,
+    cfg: TrainConfig, teacher: nn.Module | None, teach: bool = True,
 ) -> torch.Tensor:
     """Forward and backward every subnet of one step (gradients summed); returns the mean loss.
 
     The teacher is the phase's: a frozen network, the largest subnet of this step (in place:
-    it learns from the labels, the others from labels and its soft targets), or none."""
+    it learns from the labels, the others from labels and its soft targets), or none. `teach`
+    False (before the config's `kd_start`): labels alone."""
+    teach = teach and cfg.kd_weight > 0
     soft = None
-    if phase.teacher == "frozen" and teacher is not None and cfg.kd_weight > 0:
+    if phase.teacher == "frozen" and teacher is not None and teach:
         with torch.no_grad():
             soft = teacher(x).float()
     total = torch.zeros((), device=x.device)
@@ -269,7 +271,7 @@ def step_loss(
                              kd_weight=cfg.kd_weight, kd_temperature=cfg.kd_temperature)
         loss.backward()  # gradients of all sampled subnets are summed: one optimizer step
         total += loss.detach()
-        if i == 0 and phase.teacher == "inplace" and cfg.kd_weight > 0:
+        if i == 0 and phase.teacher == "inplace" and teach:
             soft = logits.detach().float()
     return total / len(subs)
 
@@ -311,8 +313,10 @@ def _train_epoch(run: _Run, it: BatchIterator, ddp: nn.Module, calib: torch.Tens
         x = augment_batch(xb, resolution, run.ds.mean, run.ds.std, train=True, generator=gen, flip=cfg.flip)
         x = x.contiguous(memory_format=memory_format_for(device))
         run.optimizer.zero_grad(set_to_none=True)
+        done = run.pos.epoch * run.iters_per_epoch + run.pos.batch
+        teach = done >= run.cfg.kd_start * phase_iters(run.cfg, index, run.iters_per_epoch)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cuda):
-            mean_loss = step_loss(run.model, ddp, x, yb, subs, phase, cfg, run.teacher)
+            mean_loss = step_loss(run.model, ddp, x, yb, subs, phase, cfg, run.teacher, teach)
         step_value = float(run.dist.mean(mean_loss))
         if not np.isfinite(step_value):
             raise TrainingDiverged(
@@ -621,11 +625,14 @@ def train_supernet(
         # up to 10x when the cores are shared (OpenMP spin-waits). Use torchrun for more cores.
         torch.set_num_threads(1)
     dctx = init_distributed(dev)
+    clean = False
     try:
-        return _train(space, data, Path(out), config, epochs_scale, budget_s, dev, dctx, resume, progress,
-                      progress if bar is None else bar, t_start, init)
+        result = _train(space, data, Path(out), config, epochs_scale, budget_s, dev, dctx, resume, progress,
+                        progress if bar is None else bar, t_start, init)
+        clean = True
+        return result
     finally:
-        dctx.close()
+        dctx.close(clean)
         torch.set_num_threads(threads)
 
 
@@ -682,6 +689,8 @@ def _train(space_spec: Space | str, data: str, out: Path, config: Any, epochs_sc
     np.random.seed(cfg.seed)
     random.seed(cfg.seed)
     model = Supernet(space).to(device=device, memory_format=memory_format_for(device))
+    if cfg.zero_init_residual and state is None:
+        model.zero_init_residual()  # before --init copies its tensors (a transferred block keeps its scale)
 
     world = dctx.world_size
     per_rank = -(-ds.train_x.shape[0] // world)

@@ -95,6 +95,13 @@ class TrainConfig(_Strict):
     label_smoothing: float = Field(default=0.1, ge=0, lt=1)
     kd_weight: float = Field(default=1.0, ge=0, description="weight of the soft-target loss from the teacher (0 = no distillation)")
     kd_temperature: float = Field(default=1.0, gt=0)
+    kd_start: float = Field(
+        default=0.0, ge=0, lt=1,
+        description="share of each teaching phase's iterations trained on labels alone before the teacher's soft targets "
+        "are used (a teacher that has not learnt yet pulls its students towards its mistakes)")
+    zero_init_residual: bool = Field(
+        default=False, description="start every residual block's last BN scale at 0, so each block starts as the identity "
+        "and every depth computes the same function at first (BigNAS)")
     flip: bool = Field(default=True, description="random horizontal flips (off for digits, which are not mirror-invariant)")
     seed: int = Field(default=0, ge=0)
     eval_subnets: int = Field(default=3, ge=0, le=100, description="fixed random subnets evaluated (besides smallest and largest)")

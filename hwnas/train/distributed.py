@@ -36,9 +36,16 @@ class DistContext:
         dist.all_reduce(v)
         return v / self.world_size
 
-    def close(self) -> None:
+    def close(self, clean: bool = True) -> None:
+        """Leave the group. `clean` (no error on this rank): first wait until every rank is here, since a
+        rank that tore down while rank 0's store still served another aborted at exit under load
+        ('terminate called without an active exception'); after an error, tear down at once."""
         if self.owns_group and dist.is_initialized():
-            dist.destroy_process_group()
+            try:
+                if clean:
+                    dist.barrier()
+            finally:
+                dist.destroy_process_group()
 
 
 def init_distributed(device: torch.device) -> DistContext:
