@@ -51,7 +51,7 @@ def run_direct(sp: Any, tab: Any, model: Any, ds: Any, budget_ms: float, *, dead
     from hwnas.search.direct import MIN_EPOCHS, choose_for_time, resolution_for
     from hwnas.space import build_plan
     from hwnas.space.cost import macs
-    from hwnas.supernet import StaticNet, init_weights
+    from hwnas.supernet import StaticNet, init_weights, zero_init_residual
     from hwnas.train.distributed import resolve_device
     from hwnas.train.standalone import StandaloneRecipe, step_seconds, train_network
 
@@ -91,6 +91,8 @@ def run_direct(sp: Any, tab: Any, model: Any, ds: Any, budget_ms: float, *, dead
     torch.manual_seed(0)
     net = StaticNet(build_plan(sp, pick))
     init_weights(net)
+    if recipe.zero_init_residual:
+        zero_init_residual(net)
     train_s = max(deadline - time.perf_counter() - reserve_s(pick), 1.0)
     log(f"direct: training the chosen subnet from scratch for {train_s:.0f} s (lr {recipe.lr})")
     out = train_network(net, ds, resolution=pick.resolution, time_budget_s=train_s, recipe=recipe, device=dev,

@@ -41,7 +41,8 @@ from bench_supernet_quality import (DEFAULT_DATA, Job, log, macs_of, make_subset
                                     read_json, run_pool, train_alone_job, write_json)
 
 PRESET_VARIANTS: dict[str, str] = {
-    "sandwich": "{}",
+    "sandwich": "{}",  # the current default
+    "no-zero-init": "{zero_init_residual: false}",  # the default before 2026-11-27
     "kd0": "{kd_weight: 0}",
     "lr0.05": "{phases: {sandwich: {lr: 0.05}}}",
     "lr0.025": "{phases: {sandwich: {lr: 0.025}}}",
@@ -64,10 +65,9 @@ def resolved_config(space: Any, data: str, over: dict[str, Any], epochs: float) 
     return cfg.model_copy(update={"eval_at": "end", "eval_subnets": 0}).model_dump(mode="json")
 
 
-def variant_job(*, out: str, name: str, over: dict[str, Any], data: str, epochs: float, device: str,
-                with_alone: bool = True) -> dict[str, Any]:
+def variant_job(*, out: str, name: str, over: dict[str, Any], data: str, epochs: float, device: str) -> dict[str, Any]:
     """(worker) Train one variant's supernet with the CLI, evaluate the 8 subnets inherited; write and return the result."""
-    from scipy.stats import kendalltau, spearmanr
+    from scipy.stats import spearmanr
 
     from hwnas.data import load_dataset
     from hwnas.space import load_space, with_classes
@@ -97,22 +97,15 @@ def variant_job(*, out: str, name: str, over: dict[str, Any], data: str, epochs:
         write_json(w / "train.json", train)
     sup, _ = load_supernet(ckpt, map_location=device)
     subs = [space.validate_subnet(s) for s in read_json(work / "subnets.json")]
-    paths = [work / f"alone-{i}.json" for i in range(len(subs))]
-    while with_alone and not all(p.exists() for p in paths):  # the alone trainings run beside this one
-        time.sleep(5.0)
-    alone = [read_json(p)["val_acc"] for p in paths] if with_alone else [float("nan")] * len(subs)
-    rows = []
-    for s, a in zip(subs, alone):
-        rows.append(dict(macs=macs_of(space, s), inherited=evaluate_subnet(sup, s, ds, calib_images=2000, device=device),
-                         alone=a))
+    rows = [dict(macs=macs_of(space, s), inherited=evaluate_subnet(sup, s, ds, calib_images=2000, device=device))
+            for s in subs]
     inh = [r["inherited"] for r in rows]
     res = dict(name=name, config=over, epochs=epochs, wall_s=train["wall_s"], images_per_s=train.get("images_per_s"),
                train_seconds=train.get("train_seconds_total"), device=train.get("device"), load_avg=os.getloadavg()[0],
-               mean_inherited=float(np.mean(inh)), mean_diff=float(np.mean([r["inherited"] - r["alone"] for r in rows])),
-               tau=float(kendalltau(inh, alone).statistic) if with_alone else float("nan"), spearman=float(spearmanr([r["macs"] for r in rows], inh).statistic),
+               mean_inherited=float(np.mean(inh)), spearman=float(spearmanr([r["macs"] for r in rows], inh).statistic),
                rows=rows)
     write_json(Path(out), res)
-    log(f"variant {name}: mean inherited {res['mean_inherited']:.4f}, diff {res['mean_diff']:+.4f}, tau {res['tau']:+.2f}")
+    log(f"variant {name}: mean inherited {res['mean_inherited']:.4f}, Spearman with MACs {res['spearman']:+.2f}")
     return res
 
 
@@ -138,6 +131,8 @@ def setup(work: Path, data: str, epochs: float, k: int, seed: int) -> list[Any]:
 
 
 def main() -> int:
+    from scipy.stats import kendalltau
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--work", required=True, help="everything is kept here; finished pieces are reused")
     ap.add_argument("--data", default=str(DEFAULT_DATA))
@@ -147,7 +142,15 @@ def main() -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--jobs", type=int, default=2, help="parallel processes (alone trainings and variants)")
     ap.add_argument("--no-alone", action="store_true",
-                    help="compare the variants by inherited accuracy only (no alone trainings: half the cost)")
+                    help="train no network alone (half the cost): compare the variants by inherited accuracy, or "
+                         "against --alone-acc")
+    ap.add_argument("--alone-zero-init", action="store_true",
+                    help="the alone networks start with zero-initialised residual blocks too (alone-zi-N.json)")
+    ap.add_argument("--alone-subset", type=int, nargs="+", default=None, metavar="I",
+                    help="train only these subnets alone (indices; the others' columns stay empty)")
+    ap.add_argument("--alone-acc", type=float, nargs="+", default=None, metavar="ACC",
+                    help="with --no-alone: the alone accuracies of the subnets, measured before at these epochs "
+                         "(e.g. BENCHMARKS.md), for the diff and tau columns")
     ap.add_argument("--train-limit", type=int, default=None, metavar="N", help="a random N training images (smoke tests only)")
     ap.add_argument("--variant", nargs=2, action="append", metavar=("NAME", "YAML"), default=[],
                     help="a name and the training-config fields to change (YAML), e.g. kd0 '{kd_weight: 0}'")
@@ -170,29 +173,36 @@ def main() -> int:
         raise SystemExit("give --variant NAME YAML or --preset NAME ...")
     space, subs = setup(work, data, a.epochs, a.subnets, a.seed)
     t0 = time.time()
-    alone_jobs = [Job(work / f"alone-{i}.json", train_alone_job,
+    tag = "alone-zi" if a.alone_zero_init else "alone"
+    alone_jobs = [Job(work / f"{tag}-{i}.json", train_alone_job,
                       dict(space=space.model_dump(mode="json"), subnet=s.model_dump(mode="json"), data=data,
-                           epochs=a.epochs, seed=a.seed + i, index=i, device=a.device)) for i, s in enumerate(subs)]
+                           epochs=a.epochs, seed=a.seed + i, index=i, device=a.device, zero_init=a.alone_zero_init))
+                  for i, s in enumerate(subs) if a.alone_subset is None or i in a.alone_subset]
     if a.no_alone:
         alone_jobs = []
     for n, _ in variants:
         (work / "recipes" / n).mkdir(parents=True, exist_ok=True)
     vjobs = [Job(work / "recipes" / n / "result.json", variant_job,
-                 dict(name=n, over=yaml.safe_load(y) or {}, data=data, epochs=a.epochs, device=a.device,
-                      with_alone=not a.no_alone)) for n, y in variants]
-    # one pool: a variant trains its supernet while the alone nets train, then waits for their results
-    results = run_pool(alone_jobs + vjobs, a.jobs)
+                 dict(name=n, over=yaml.safe_load(y) or {}, data=data, epochs=a.epochs, device=a.device))
+             for n, y in variants]
+    # one pool: the variants train their supernets while the alone nets train
+    results = run_pool(vjobs + alone_jobs, a.jobs)
     alone = {j.out: results[j.out] for j in alone_jobs}
     if any("error" in r for r in alone.values()):
         raise SystemExit(f"alone trainings failed: {[r['error'] for r in alone.values() if 'error' in r]}")
-    alone_acc = [alone[j.out]["val_acc"] for j in alone_jobs]
+    if a.alone_acc and len(a.alone_acc) != len(subs):
+        raise SystemExit(f"--alone-acc: {len(subs)} accuracies needed, got {len(a.alone_acc)}")
+    by_index = {j.kwargs["index"]: alone[j.out]["val_acc"] for j in alone_jobs} or dict(enumerate(a.alone_acc or []))
+    idx = sorted(by_index)
+    alone_acc = [by_index[i] for i in idx]
     print(f"\n# bench_recipes: {a.epochs:g} epochs each, {len(subs)} subnets, device {a.device}, data {data}, "
           f"{time.time() - t0:.0f} s, load {os.getloadavg()[0]:.1f}\n")
     print("| subnet | MACs (M) | alone acc | alone img/s |")
     print("| ---: | ---: | ---: | ---: |")
     for i, s in enumerate(subs):
-        r = alone.get(work / f"alone-{i}.json", {})
-        print(f"| {i} | {macs_of(space, s) / 1e6:.1f} | {r.get('val_acc', float('nan')):.4f} | {r.get('images_per_s') or 0:.0f} |")
+        r = alone.get(work / f"{tag}-{i}.json", {})
+        acc = by_index.get(i, float("nan"))
+        print(f"| {i} | {macs_of(space, s) / 1e6:.1f} | {acc:.4f} | {r.get('images_per_s') or 0:.0f} |")
     if alone_acc:
         print(f"\nalone: mean {np.mean(alone_acc):.4f}\n")
     print("| variant | config | mean inherited | inherited - alone | Kendall tau | Spearman (acc, MACs) | smallest / largest inherited | img/s | wall s |")
@@ -203,7 +213,12 @@ def main() -> int:
             print(f"| {j.kwargs['name']} | `{json.dumps(j.kwargs['over'])}` | failed: {str(r.get('error'))[:200]} | | | | | | |")
             continue
         ends = f"{r['rows'][0]['inherited']:.3f} / {r['rows'][-1]['inherited']:.3f}"
-        print(f"| {r['name']} | `{json.dumps(r['config'])}` | {r['mean_inherited']:.4f} | {r['mean_diff']:+.4f} | {r['tau']:+.2f} | "
+        inh = [r["rows"][i]["inherited"] for i in idx]
+        diff, tau = float("nan"), float("nan")
+        if alone_acc:
+            diff = float(np.mean(np.array(inh) - np.array(alone_acc)))
+            tau = float(kendalltau(inh, alone_acc).statistic)
+        print(f"| {r['name']} | `{json.dumps(r['config'])}` | {r['mean_inherited']:.4f} | {diff:+.4f} | {tau:+.2f} | "
               f"{r['spearman']:+.2f} | {ends} | {r['images_per_s'] or 0:.0f} | {r['wall_s']:.0f} |")
     return 0
 

@@ -210,28 +210,34 @@ def run_pool(jobs: list[Job], max_procs: int, outside_busy: Callable[[], int] = 
     return results
 
 
-def _fresh_net(space: dict[str, Any], subnet: dict[str, Any], data: str, seed: int) -> tuple[Any, Subnet, Any]:
-    """(worker) A from-scratch network of `subnet` (seeded init) and the dataset."""
+def _fresh_net(space: dict[str, Any], subnet: dict[str, Any], data: str, seed: int,
+               zero_init: bool | None = None) -> tuple[Any, Subnet, Any]:
+    """(worker) A from-scratch network of `subnet` (seeded init; `zero_init`: residual blocks start as the
+    identity; None: as the single-network recipe does) and the dataset."""
+    from hwnas.train.standalone import StandaloneRecipe
+
     from hwnas.data import load_dataset
-    from hwnas.supernet import StaticNet, init_weights
+    from hwnas.supernet import StaticNet, init_weights, zero_init_residual
 
     sp = Space.model_validate(space)
     sub = sp.validate_subnet(subnet)
     torch.manual_seed(seed)
     net = StaticNet(build_plan(sp, sub))
     init_weights(net)
+    if StandaloneRecipe().zero_init_residual if zero_init is None else zero_init:
+        zero_init_residual(net)
     return net, sub, load_dataset(data)
 
 
 def train_alone_job(*, out: str, space: dict[str, Any], subnet: dict[str, Any], data: str, epochs: float,
-                    seed: int, index: int, device: str = "cpu") -> dict[str, Any]:
+                    seed: int, index: int, device: str = "cpu", zero_init: bool | None = None) -> dict[str, Any]:
     """(worker) Train one subnet from scratch for `epochs`; write and return its result."""
     from hwnas.train.standalone import train_network
 
-    net, sub, ds = _fresh_net(space, subnet, data, seed)
+    net, sub, ds = _fresh_net(space, subnet, data, seed, zero_init)
     log(f"alone {index}: {macs_of(Space.model_validate(space), sub) / 1e6:.1f}M MACs, {epochs:g} epochs")
     r = train_network(net, ds, resolution=sub.resolution, epochs=epochs, seed=seed, label=f"alone {index}", device=device)
-    res = dict(r, index=index, seed=seed, subnet=sub.model_dump(mode="json"))
+    res = dict(r, index=index, seed=seed, subnet=sub.model_dump(mode="json"), zero_init=zero_init)
     write_json(Path(out), res)
     log(f"alone {index}: val acc {r['val_acc']:.4f} after {r['seconds']:.0f} s")
     return res

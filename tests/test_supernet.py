@@ -138,3 +138,33 @@ def test_training_forward_backward_reaches_only_active_weights():
     mid = blk.plan(sub.kernels[0][0], sub.expands[0][0], 12).mid_channels
     assert g[:mid].abs().sum() > 0 and torch.all(g[mid:] == 0)
     assert net.stages[0][2].expand_conv.weight.grad is None  # beyond the active depth
+
+
+def test_zero_init_residual_static_net_matches_the_zero_init_supernet():
+    """A fresh static network with zero-initialised residual blocks computes what the supernet's extraction
+    of the same subnet computes after `Supernet.zero_init_residual` (one initialisation, two code paths), and
+    only the residual blocks' last BN scales are zeroed."""
+    from hwnas.space import build_plan
+    from hwnas.supernet import StaticNet, zero_init_residual
+
+    space = load_space("mbv3-tiny")
+    sub = space.sample(rng=__import__("numpy").random.default_rng(3))
+    torch.manual_seed(0)
+    sup = Supernet(space)
+    sup.zero_init_residual()
+    net = StaticNet(build_plan(space, sub))
+    net.load_state_dict(sup.extract(sub).state_dict())
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    sup.eval(), net.eval()
+    torch.nn.init.ones_(next(b for b in net.blocks if b.plan.residual).project[1].weight)  # undo one, then redo all
+    zero_init_residual(net)
+    after = net.state_dict()
+    changed = [k for k in after if not torch.equal(after[k], before[k])]
+    assert changed == []  # the static function zeroes exactly what the supernet's did
+    residual = [b for b in net.blocks if b.plan.residual]
+    assert residual and all(float(b.project[1].weight.detach().abs().max()) == 0 for b in residual)
+    assert all(float(b.project[1].weight.detach().abs().min()) > 0 for b in net.blocks if not b.plan.residual)
+    x = torch.randn(2, 3, sub.resolution, sub.resolution)
+    sup.set_active(sub)
+    with torch.no_grad():
+        assert torch.allclose(sup(x), net(x), atol=1e-6)

@@ -8,7 +8,7 @@ from torch import nn
 from hwnas.space.models import Space, Subnet
 from hwnas.space.plan import build_plan, conv_out
 from hwnas.supernet.blocks import ElasticMBConv
-from hwnas.supernet.static import Head, MBConv, StaticNet, init_weights, make_stem
+from hwnas.supernet.static import Head, MBConv, StaticNet, init_weights, make_stem, zero_init_residual
 
 
 class Supernet(nn.Module):
@@ -85,6 +85,8 @@ class Supernet(nn.Module):
     def zero_init_residual(self) -> None:
         """Zero the last BN scale of every residual elastic block: each starts as the identity, so a
         shallower subnet computes what the deeper one does at first (BigNAS's initialisation)."""
+        if self.first_block is not None:
+            zero_init_residual(self.first_block)
         for stage in self.stages:
             for blk in stage:
                 if blk.residual:

@@ -99,6 +99,15 @@ class Head(nn.Module):
         return self.classifier(self.dropout(torch.flatten(x, 1)))
 
 
+@torch.no_grad()
+def zero_init_residual(model: nn.Module) -> None:
+    """Zero the last BN scale of every residual MBConv: each block starts as the identity (Goyal et al.;
+    BigNAS). For fresh networks only: on trained weights it would erase the blocks."""
+    for m in model.modules():
+        if isinstance(m, MBConv) and m.plan.residual:
+            m.project[1].weight.zero_()
+
+
 class StaticNet(nn.Module):
     """A standalone network for one subnet: stem -> MBConv blocks -> head."""
 

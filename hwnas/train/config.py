@@ -231,7 +231,9 @@ def default_config(space: Space, data_spec: str, schedule: str | None = None) ->
         raise UserError(f"schedule: '{schedule}' is not one of {', '.join(SCHEDULES)}")
     digits = str(data_spec).strip().lower() == "digits"
     phases = _preset_phases(space, digits, schedule)
-    common: dict[str, Any] = dict(schedule=schedule, phases=phases)
+    # zero-initialised residual blocks: +7.8 points for inherited subnets at equal epochs on cifar10-small
+    # (BENCHMARKS.md, bench_recipes.py); the field's own default stays False, so configs stored before read truly
+    common: dict[str, Any] = dict(schedule=schedule, phases=phases, zero_init_residual=True)
     if _is_imagenet(space):
         return TrainConfig.model_validate(dict(common, batch_size=256, flip=not digits))
     if digits:
