@@ -210,12 +210,17 @@ def run_pool(jobs: list[Job], max_procs: int, outside_busy: Callable[[], int] = 
     return results
 
 
+def _zero_init(asked: bool | None) -> bool:
+    """Whether a network trained alone starts with zero-initialised residual blocks (None: as the recipe does)."""
+    from hwnas.train.standalone import StandaloneRecipe
+
+    return StandaloneRecipe().zero_init_residual if asked is None else asked
+
+
 def _fresh_net(space: dict[str, Any], subnet: dict[str, Any], data: str, seed: int,
                zero_init: bool | None = None) -> tuple[Any, Subnet, Any]:
     """(worker) A from-scratch network of `subnet` (seeded init; `zero_init`: residual blocks start as the
     identity; None: as the single-network recipe does) and the dataset."""
-    from hwnas.train.standalone import StandaloneRecipe
-
     from hwnas.data import load_dataset
     from hwnas.supernet import StaticNet, init_weights, zero_init_residual
 
@@ -224,7 +229,7 @@ def _fresh_net(space: dict[str, Any], subnet: dict[str, Any], data: str, seed: i
     torch.manual_seed(seed)
     net = StaticNet(build_plan(sp, sub))
     init_weights(net)
-    if StandaloneRecipe().zero_init_residual if zero_init is None else zero_init:
+    if _zero_init(zero_init):
         zero_init_residual(net)
     return net, sub, load_dataset(data)
 
@@ -237,7 +242,7 @@ def train_alone_job(*, out: str, space: dict[str, Any], subnet: dict[str, Any], 
     net, sub, ds = _fresh_net(space, subnet, data, seed, zero_init)
     log(f"alone {index}: {macs_of(Space.model_validate(space), sub) / 1e6:.1f}M MACs, {epochs:g} epochs")
     r = train_network(net, ds, resolution=sub.resolution, epochs=epochs, seed=seed, label=f"alone {index}", device=device)
-    res = dict(r, index=index, seed=seed, subnet=sub.model_dump(mode="json"), zero_init=zero_init)
+    res = dict(r, index=index, seed=seed, subnet=sub.model_dump(mode="json"), zero_init=_zero_init(zero_init))
     write_json(Path(out), res)
     log(f"alone {index}: val acc {r['val_acc']:.4f} after {r['seconds']:.0f} s")
     return res
