@@ -31,6 +31,11 @@ MAX_EXPORT_ATTEMPTS = 4
 """Bound on candidates measured by the quick check, and separately on candidates exported."""
 INT8_MAX_DROP = 0.01
 """An INT8 model losing more than this (1 point) of the fp32 model's accuracy sends generate to the next candidate."""
+INT8_FINALISTS = 3
+"""With --int8, this many front members within the budget (those the search rates most accurate, fp32 with the
+supernet's weights) are quantised and scored through ONNX Runtime before the export, and generate starts from the
+best INT8 one: quantisation costs some subnets more accuracy than others, so the fp32 ranking alone can ship one
+that quantises badly. Few, because each costs a BN recalibration, a quantisation and two validation passes."""
 LOOKAHEAD = 1.5
 """generate also searches up to this multiple of the budget, so pareto.png shows what a larger budget would buy."""
 OVER_BUDGET_STEM = "model.over-budget"
@@ -63,6 +68,20 @@ class Attempt(BaseModel):
     kind: Literal["check", "export"] = "check"
     int8_acc_change: float | None = None
     accepted: bool = False
+
+
+class Int8Finalist(BaseModel):
+    """One front member scored quantised before the export (generate --int8): the search's fp32 estimate
+    beside the fp32 and INT8 accuracy of the models the export would build from the supernet's weights."""
+
+    model_config = ConfigDict(extra="forbid")
+    subnet: dict[str, Any]
+    predicted_latency_ms: float
+    predicted_acc: float = Field(description="the search's (fp32, inherited weights) accuracy that made it a finalist")
+    fp32_acc: float = Field(description="fp32 model through ONNX Runtime, supernet weights, BN recalibrated (0..1)")
+    int8_acc: float = Field(description="its QDQ INT8 model, calibrated as the export calibrates it (0..1)")
+    val_images: int
+    start: bool = Field(default=False, description="the finalist generate started from (best INT8 accuracy)")
 
 
 class GenerateResult(BaseModel):
@@ -104,6 +123,8 @@ class GenerateResult(BaseModel):
     time_budget_s: float | None = None
     finetune: dict[str, Any] | None = Field(default=None, description="the chosen subnet's fine-tuning: seconds, epochs, iterations, images/s, recipe")
     schedule: str = ""
+    int8_finalists: list[Int8Finalist] = Field(default_factory=list, description="with --int8 (supernet route): the front's "
+                                               "finalists scored quantised; generate started from the best INT8 one")
     route: str = Field(default="supernet", description="supernet (train or reuse, search, fine-tune) or direct (no supernet: "
                        "the time budget could not train one; a subnet chosen by rule and trained from scratch)")
 
@@ -236,8 +257,8 @@ def generate(
     it before the export. `val_images` scores the
     search's subnets on that many validation images (the export always reports all of them).
     `supernet`: a trained or imported CKPT to use instead of training one (its space is the space).
-    `int8` profiles (or requires) an INT8 table, searches with INT8 latencies and delivers the QDQ INT8
-    model as model.onnx (fp32 beside it as model.fp32.onnx); `ort_format` adds model.ort and its
+    `int8` profiles (or requires) an INT8 table, searches with INT8 latencies, starts from the INT8_FINALISTS
+    finalist that keeps the most accuracy quantised, and delivers the QDQ INT8 model as model.onnx (fp32 beside it as model.fp32.onnx); `ort_format` adds model.ort and its
     reduced-build operator config. Raises BudgetNotMet (CLI exit 3) when no candidate measures within the
     budget: the model is then left only as model.over-budget.onnx.
     `epochs_scale`, `train_config`, `profile_resolutions` and `search_options` exist so that tests
@@ -400,17 +421,26 @@ def _generate(budget_ms: float, out: str | os.PathLike[str], *, data: str, space
                f"(greyed: above it)", budget_ms=float(budget_ms))
     stages["search"] = time.perf_counter() - t
 
-    # 4. the front member to ship: a quick measured check (latency does not depend on the weights)
+    # 4. with --int8, the search's best few ranked by the accuracy they keep once quantised
+    front = [e for e in result.front if e.predicted_latency_ms <= budget_ms]
+    first, finalists = result.best[0], []
+    if int8:
+        t = time.perf_counter()
+        chosen = int8_finalists(front)
+        finalists = score_finalists(net, ds, chosen, val_images=val_images, seed=result.seed, progress=progress)
+        first = next((c for c, f in zip(chosen, finalists) if f.start), first)
+        stages["int8_finalists"] = time.perf_counter() - t
+
+    # 5. the front member to ship: a quick measured check (latency does not depend on the weights)
     t = time.perf_counter()
     if not local:
         warnings.append("the latency table was measured on another target, so the latency measured here does not decide "
                         "the budget check; the predicted latency is the target's")
         _log(progress, f"note: {warnings[-1]}")
-    front = [e for e in result.front if e.predicted_latency_ms <= budget_ms]
-    cand, attempts = choose_within_budget(sp, tab, front, result.best[0], budget_ms, local, progress)
+    cand, attempts = choose_within_budget(sp, tab, front, first, budget_ms, local, progress)
     stages["measure"] = time.perf_counter() - t
 
-    # 5. fine-tune the chosen subnet with what is left of the time budget
+    # 6. fine-tune the chosen subnet with what is left of the time budget
     t = time.perf_counter()
     tuned, finetune = None, None
     if budget_s is not None:
@@ -428,7 +458,7 @@ def _generate(budget_ms: float, out: str | os.PathLike[str], *, data: str, space
             _log(progress, f"note: {warnings[-1]}")
     stages["finetune"] = time.perf_counter() - t
 
-    # 6. export candidates, each measured as delivered, until one keeps the budget (and, INT8, its accuracy)
+    # 7. export candidates, each measured as delivered, until one keeps the budget (and, INT8, its accuracy)
     t = time.perf_counter()
     delivery = export_within_budget(net, ds, tab, front, cand, attempts, budget_ms, out_dir, local=local, int8=int8,
                                     ort_format=ort_format, tuned=tuned, progress=progress)
@@ -442,7 +472,7 @@ def _generate(budget_ms: float, out: str | os.PathLike[str], *, data: str, space
     if chosen.model_dump(mode="json") != result.best[0].subnet.model_dump(mode="json"):  # best.json names the subnet delivered
         write_json(best_path, chosen.model_dump(mode="json"))
 
-    # 7. report
+    # 8. report
     t = time.perf_counter()
     report_path = out_dir / "report.md"
     stages["report"] = 0.0  # filled in below, once the report has been rendered
@@ -458,6 +488,7 @@ def _generate(budget_ms: float, out: str | os.PathLike[str], *, data: str, space
         subnet=exp.subnet, macs=exp.macs, params=exp.params, table=str(table_path), supernet=str(ckpt),
         cache={"table": table_cache, "supernet": sup_cache}, stage_seconds=stages, attempts=attempts,
         **_delivery_fields(delivery, int8), warnings=warnings, time_budget_s=budget_s, finetune=finetune, schedule=cfg.schedule,
+        int8_finalists=finalists,
     )
     write_text(report_path, render_report(res, exp, tab, sp, result, cfg, list(ds.mean), list(ds.std)))
     res.stage_seconds["report"] = time.perf_counter() - t
@@ -624,6 +655,33 @@ FINETUNE_RECIPE: dict[str, Any] = dict(lr=0.05, kd_weight=0.0, warmup_fraction=0
 """Fine-tuning from inherited weights: half the from-scratch learning rate, labels only. Distilling from
 the supernet's largest subnet was measured to hurt at CPU scale, where that teacher is itself far from
 trained (BENCHMARKS.md: 22.3% with it against 36.0% without, same subnet, same 200 s)."""
+
+
+def int8_finalists(front: list[Any], n: int = INT8_FINALISTS) -> list[Any]:
+    """The `n` members of `front` (already within the budget) that the search rates most accurate, in its
+    order (ties: the faster first, as the search picks its best)."""
+    return sorted(front, key=lambda e: (-e.predicted_acc, e.predicted_latency_ms))[:n]
+
+
+def score_finalists(net: Any, ds: Any, finalists: list[Any], *, val_images: int | None, seed: int,
+                    progress: bool) -> list[Int8Finalist]:
+    """Score each finalist quantised (`score_int8`, on the search's validation images) and mark as `start` the
+    one with the best INT8 accuracy (ties: the earlier, i.e. the search's order)."""
+    from hwnas.export import int8_score
+
+    scored: list[Int8Finalist] = []
+    for i, e in enumerate(finalists):
+        s = int8_score.score_int8(net, e.subnet, ds, val_images=val_images, seed=seed)
+        scored.append(Int8Finalist(subnet=e.subnet.model_dump(mode="json"), predicted_latency_ms=e.predicted_latency_ms,
+                                   predicted_acc=e.predicted_acc, fp32_acc=s.fp32_acc, int8_acc=s.int8_acc,
+                                   val_images=s.val_images))
+        _log(progress, f"int8: finalist {i + 1} predicted {e.predicted_latency_ms:.3f} ms, search acc {e.predicted_acc:.4f}: "
+                       f"fp32 acc {s.fp32_acc:.4f}, int8 acc {s.int8_acc:.4f} ({s.val_images} validation images)")
+    if not scored:
+        return scored
+    best = max(range(len(scored)), key=lambda i: (scored[i].int8_acc, -i))
+    scored[best] = scored[best].model_copy(update={"start": True})
+    return scored
 
 
 def choose_within_budget(space: Any, tab: Any, front: list[Any], best: Any, budget_ms: float, local: bool,
@@ -892,6 +950,13 @@ def render_report(res: GenerateResult, exp: Any, tab: Any, space: Any, search: A
                   f"{exp.val_acc:.2%}), latency {exp.int8_measured_latency_ms:.3f} ms vs {exp.measured_latency_ms:.3f} ms fp32"
                   + (f" (`{Path(res.fp32_onnx).name}` is the fp32 model)." if res.fp32_onnx else ".")
                   + ("" if int8_keeps_accuracy(drop) else f" **The INT8 model loses more than {100 * INT8_MAX_DROP:g} point(s) of accuracy.**"), ""]
+    if res.int8_finalists:
+        lines += [(f"INT8 finalists: the {len(res.int8_finalists)} front member(s) within the budget that the search rated most "
+                   f"accurate were quantised (supernet weights, before fine-tuning) and scored through ONNX Runtime on "
+                   f"{res.int8_finalists[0].val_images} validation images; generate started from the best INT8 one:"), "",
+                  _md_table(["finalist", "predicted ms", "search acc", "fp32 acc", "INT8 acc", "started here"],
+                            [[str(i + 1), f"{f.predicted_latency_ms:.3f}", f"{f.predicted_acc:.2%}", f"{f.fp32_acc:.2%}",
+                              f"{f.int8_acc:.2%}", "yes" if f.start else ""] for i, f in enumerate(res.int8_finalists)]), ""]
     if res.ort:
         lines += [f"ONNX Runtime Mobile: `{Path(res.ort).name}` (outputs checked equal to the ONNX model's) and "
                   f"`{Path(res.ort_config).name}` (operators for a reduced build: `--include_ops_by_config`).", ""]
@@ -947,6 +1012,7 @@ def render_report(res: GenerateResult, exp: Any, tab: Any, space: Any, search: A
             ["plan (is a supernet worth training?)", f"{res.stage_seconds.get('plan', 0):.1f}", "-"],
             ["direct: choose, measure, train from scratch", f"{res.stage_seconds.get('direct', 0):.1f}", "-"],
             ["search", f"{res.stage_seconds.get('search', 0):.1f}", "-"],
+            ["INT8 finalists (score quantised)", f"{res.stage_seconds.get('int8_finalists', 0):.1f}", "-"],
             ["measure candidates", f"{res.stage_seconds.get('measure', 0):.1f}", "-"],
             ["fine-tune the chosen subnet", f"{res.stage_seconds.get('finetune', 0):.1f}", "-"],
             ["export + checks + measurement", f"{res.stage_seconds.get('export', 0):.1f}", "-"],

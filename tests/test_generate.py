@@ -414,3 +414,108 @@ def test_direct_route_when_the_time_budget_cannot_train_a_supernet(tiny_folder, 
     report = (out / "report.md").read_text()
     assert "chosen without a supernet" in report and "No search" in report and "from scratch" in report
     assert any("too few" in w for w in r["warnings"])
+
+
+def test_score_int8_matches_what_the_int8_export_reports(tiny_folder, tmp_path):
+    """score_int8 builds the fp32 and INT8 models as export_subnet(int8=True) does: the same ONNX Runtime
+    accuracies for the same subnet and images (all of them, and a class-stratified subset). An untrained
+    supernet with random BN affines, so accuracies differ between subnets and INT8 really changes some."""
+    from helpers import perturb
+
+    from hwnas.data import load_dataset
+    from hwnas.export import export_subnet, score_int8
+    from hwnas.space import load_space, with_classes
+    from hwnas.supernet import Supernet
+
+    ds = load_dataset(tiny_folder)
+    sp = with_classes(load_space("mbv3-tiny"), ds.num_classes)
+    torch.manual_seed(0)
+    net = Supernet(sp)
+    perturb(net, 0)
+    seen = []
+    for i, sub in enumerate((sp.smallest(12), sp.largest(12))):
+        for n in (None, 12):
+            got = score_int8(net, sub, ds, val_images=n)
+            exp = export_subnet(net, sub, ds if n is None else ds.with_val_subset(n), tmp_path / f"m{i}-{n}.onnx", int8=True,
+                                progress=False)
+            assert got.val_images == exp.val_images == (n or 24)
+            assert got.fp32_acc == exp.val_acc and got.int8_acc == exp.int8_val_acc
+            seen.append((got.fp32_acc, got.int8_acc))
+    assert len(set(seen)) > 1 and any(a != b for a, b in seen), seen  # neither a constant nor the fp32 number twice
+
+
+def _fake_scores(int8_accs: list[float]):
+    """A stand-in for score_int8 that hands out the given INT8 accuracies in call order (fp32 0.9 each) and
+    records the subnets it was asked about."""
+    from hwnas.export import Int8Score
+
+    calls: list[dict] = []
+
+    def fake(net, subnet, ds, *, val_images=None, seed=0):
+        calls.append(subnet.model_dump(mode="json"))
+        return Int8Score(fp32_acc=0.9, int8_acc=int8_accs[len(calls) - 1], val_images=7)
+
+    return fake, calls
+
+
+def test_score_finalists_starts_from_the_best_int8_and_ties_keep_the_search_order(monkeypatch):
+    from types import SimpleNamespace
+
+    import hwnas.export.int8_score as scoring
+    from hwnas.generate import INT8_FINALISTS, int8_finalists, score_finalists
+    from hwnas.space import load_space
+
+    sp = load_space("mbv3-tiny")
+    subs = [sp.smallest(r) for r in sp.resolutions]
+    front = [SimpleNamespace(subnet=subs[i % len(subs)], predicted_acc=a, predicted_latency_ms=ms)
+             for i, (a, ms) in enumerate([(0.5, 1.0), (0.8, 3.0), (0.7, 2.0), (0.8, 2.5), (0.6, 1.5)])]
+    chosen = int8_finalists(front)
+    assert INT8_FINALISTS == 3 and [e.predicted_acc for e in chosen] == [0.8, 0.8, 0.7]
+    assert chosen[0].predicted_latency_ms == 2.5  # ties in predicted accuracy: the faster first, as the search's best
+    for accs, start in (([0.5, 0.6, 0.7], 2), ([0.6, 0.7, 0.7], 1), ([0.4, 0.4, 0.4], 0)):
+        fake, calls = _fake_scores(accs)
+        monkeypatch.setattr(scoring, "score_int8", fake)
+        scored = score_finalists(None, None, chosen, val_images=None, seed=0, progress=False)
+        assert [f.start for f in scored] == [i == start for i in range(3)]
+        assert [f.int8_acc for f in scored] == accs and calls == [e.subnet.model_dump(mode="json") for e in chosen]
+    assert score_finalists(None, None, [], val_images=None, seed=0, progress=False) == []
+
+
+def test_int8_generate_starts_from_the_finalist_with_the_best_int8_accuracy(first_run, tiny_folder, tmp_path, monkeypatch):
+    """With --int8 the search's most accurate front members within the budget are scored quantised, and the
+    budget walk starts from the one with the best INT8 accuracy (here the search's last finalist, not its best)."""
+    import hwnas.export.int8_score as scoring
+    from hwnas.generate import INT8_FINALISTS, generate
+
+    fake, calls = _fake_scores([0.2, 0.5, 0.8])
+    monkeypatch.setattr(scoring, "score_int8", fake)
+    out = tmp_path / "fin"
+    r = generate(10.0, out, data=tiny_folder, int8=True, **KW)
+    fin = r["int8_finalists"]
+    pareto = json.loads((out / "pareto.json").read_text())
+    within = sorted((p for p in pareto if p["predicted_latency_ms"] <= 10.0),
+                    key=lambda p: (-p["predicted_acc"], p["predicted_latency_ms"]))[:INT8_FINALISTS]
+    assert len(fin) >= 2, "the tiny search must leave at least two front members within the budget"
+    assert [f["subnet"] for f in fin] == [p["subnet"] for p in within] == calls
+    assert [f["int8_acc"] for f in fin] == [0.2, 0.5, 0.8][:len(fin)] and all(f["fp32_acc"] == 0.9 for f in fin)
+    assert [f["start"] for f in fin] == [False] * (len(fin) - 1) + [True]
+    assert fin[-1]["subnet"] != fin[0]["subnet"] and fin[0]["predicted_acc"] >= fin[-1]["predicted_acc"]
+    assert r["attempts"][0]["subnet"] == fin[-1]["subnet"]  # the walk started from the best INT8 finalist
+    assert r["stage_seconds"]["int8_finalists"] > 0
+    report = (out / "report.md").read_text()
+    assert "INT8 finalists" in report and "| finalist | predicted ms | search acc | fp32 acc | INT8 acc | started here |" in report
+    assert "80.00%" in report
+
+
+def test_fp32_generate_scores_no_finalists(first_run, tiny_folder, tmp_path, monkeypatch):
+    import hwnas.export.int8_score as scoring
+    from hwnas.generate import generate
+
+    def boom(*a, **k):
+        raise AssertionError("fp32 generate must not score finalists quantised")
+
+    monkeypatch.setattr(scoring, "score_int8", boom)
+    out = tmp_path / "fp32"
+    r = generate(10.0, out, data=tiny_folder, **KW)
+    assert r["precision"] == "fp32" and r["int8_finalists"] == [] and "int8_finalists" not in r["stage_seconds"]
+    assert "INT8 finalists:" not in (out / "report.md").read_text()

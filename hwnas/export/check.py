@@ -50,6 +50,11 @@ def accuracy_from_logits(logits: np.ndarray, y: np.ndarray) -> float:
     return float((logits.argmax(1) == y).mean()) if len(y) else float("nan")
 
 
+def ort_accuracy(path: str | os.PathLike[str], x: np.ndarray, y: np.ndarray) -> float:
+    """Accuracy of a model file on (x, y) in a fresh ONNX Runtime session (as many threads as torch uses)."""
+    return accuracy_from_logits(ort_logits(open_session(path, threads=max(1, torch.get_num_threads())), x), y)
+
+
 @dataclass(frozen=True)
 class Parity:
     max_abs_diff: float

@@ -15,9 +15,9 @@ from typing import Any
 import torch
 
 from hwnas.errors import HwnasError
-from hwnas.export.check import accuracy_from_logits, open_session, ort_logits, parity, preprocess
+from hwnas.export.check import accuracy_from_logits, open_session, ort_accuracy, ort_logits, parity, preprocess
 from hwnas.export.job import ExportJob, Staged
-from hwnas.export.onnx_io import export_graph, write_metadata
+from hwnas.export.onnx_io import INPUT_NAME, export_graph, write_metadata
 
 PARITY_RTOL = 1e-4
 """fp32 ONNX Runtime vs PyTorch: max |diff| / max |logit| must not exceed this."""
@@ -116,16 +116,21 @@ def measure_fp32(job: ExportJob) -> None:
         check_latency(ms, job.predicted_ms, "fp32", job.warnings)
 
 
-def quantize_int8(job: ExportJob) -> None:
-    """Static QDQ INT8 calibrated on training images; its accuracy through ONNX Runtime and its latency."""
+def quantize_calibrated(src: str | os.PathLike[str], dst: str | os.PathLike[str], ds: Any, resolution: int) -> Path:
+    """Static QDQ INT8 of the fp32 file `src` into `dst`, calibrated on a fixed set of INT8_CALIBRATION_IMAGES
+    training images (seed 1): one recipe, so a candidate scored quantised is the model the export delivers."""
     from hwnas.data import calibration_subset
     from hwnas.runtime import quantize_static_qdq
 
-    tmp8 = job.workdir / "model.int8.onnx"
-    calib = preprocess(calibration_subset(job.ds, INT8_CALIBRATION_IMAGES, seed=1), job.resolution, job.mean, job.std).numpy()
-    quantize_static_qdq(str(job.files["onnx"].tmp), str(tmp8), calib, input_name="input")
-    s8 = open_session(tmp8, threads=max(1, torch.get_num_threads()))
-    acc8 = accuracy_from_logits(ort_logits(s8, job.xv.numpy()), job.yv)
+    calib = preprocess(calibration_subset(ds, INT8_CALIBRATION_IMAGES, seed=1), resolution, ds.mean, ds.std).numpy()
+    quantize_static_qdq(str(src), str(dst), calib, input_name=INPUT_NAME)
+    return Path(dst)
+
+
+def quantize_int8(job: ExportJob) -> None:
+    """Static QDQ INT8 calibrated on training images; its accuracy through ONNX Runtime and its latency."""
+    tmp8 = quantize_calibrated(job.files["onnx"].tmp, job.workdir / "model.int8.onnx", job.ds, job.resolution)
+    acc8 = ort_accuracy(tmp8, job.xv.numpy(), job.yv)
     lat8 = measure_model(tmp8, job.resolution, job.space.in_channels, job.threads, job.provider, job.protocol)
     write_metadata(tmp8, tmp8, job.meta.model_copy(update={"precision": "int8", "val_acc": acc8}))
     fp32_ms, fp32_acc = job.result["measured_latency_ms"], job.result["val_acc"]
