@@ -325,6 +325,36 @@ def test_latency_validate_cli(profiled, capsys):
     assert d["front_measured_ms_min"] <= d["measured_ms_min"] * 1.2
 
 
+def test_validate_times_the_tables_own_networks_and_reports_the_machines_drift(profiled, monkeypatch):
+    """Validation re-times some of the table's calibration networks in its own passes; their time now
+    against the time the profiler recorded is the machine's drift (here faked: 10% slower)."""
+    from hwnas.latency.validate import machine_drift_pct, reference_subnets, validate_table
+    from hwnas.runtime import ortbench
+
+    sp, out, space = profiled
+    if not out.exists():
+        pytest.skip("needs the profile test's table")
+    table = load_table(out)
+    refs = reference_subnets(table, space, n=4)
+    points = [p for p in table.calibration.points if p.source == "profile"]
+    assert 1 <= len(refs) <= 4
+    # the profiler's own subnets, each with the time it recorded for that subnet
+    recorded = {round(p.measured_ms, 12) for p in points}
+    assert all(round(ms, 12) in recorded for _, ms in refs)
+    assert all(s.resolution in table.resolutions for s, _ in refs)
+    slower = {f"ref{i}": 1.10 * ms for i, (_, ms) in enumerate(reference_subnets(table, space))}
+
+    def fake(jobs, *a, **k):
+        return {j["key"]: {"median_ms": slower.get(j["key"], 1.0)} for j in jobs}
+
+    monkeypatch.setattr(ortbench, "measure_many", fake)
+    r = validate_table(table, 3, seed=5, progress=False, space=space, front=2)
+    assert r["reference_subnets"] == len(slower) > 0
+    assert r["machine_drift_pct"] == pytest.approx(10.0)
+    assert machine_drift_pct([]) is None
+    assert machine_drift_pct([(0.9, 0.9, 1.0), (1.0, 1.2, 1.0), (2.0, 2.0, 2.0)]) == pytest.approx(0.0)
+
+
 def test_pareto_front_keeps_only_undominated_points():
     from hwnas.latency.validate import pareto_front
 

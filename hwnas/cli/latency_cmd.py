@@ -95,5 +95,15 @@ def run_validate(args: argparse.Namespace) -> int:
         f"  MAPE          {d['front_mape']:.2f}%  (median abs error {d['front_median_abs_err_pct']:.2f}%, bias {d['front_bias_pct']:+.2f}%)\n"
         f"noise floor     {d['noise_floor_pct']:.2f}%  (same model measured twice, median over both sets)"
     )
+    drift = d.get("machine_drift_pct")
+    if drift is not None:
+        human += (f"\nmachine drift   {drift:+.2f}%  (the table's own {d['reference_subnets']} calibration networks, now against "
+                  "when the table was profiled)")
+        from hwnas.latency.validate import DRIFT_WARN_PCT
+
+        if abs(drift) > DRIFT_WARN_PCT:
+            log(f"warning: this machine runs the table's own calibration networks {abs(drift):.1f}% "
+                f"{'slower' if drift > 0 else 'faster'} than when the table was profiled; that much of the error above is the "
+                "machine's state, not the predictor (validate when the machine is as it was, or profile again)")
     emit(args, d, human)
     return 0

@@ -26,6 +26,12 @@ from hwnas.space.cost import macs
 
 FRONT_POOL_PER_SUBNET = 40
 """Pool subnets drawn per front subnet picked (at least 400)."""
+REFERENCE_SUBNETS = 8
+"""The table's own calibration subnets timed again within validation's passes: their time now against the
+time the profiler recorded says how far the machine has drifted since the table was made. On a 2-core VM
+whole-network timings moved up to 9% between passes a minute apart (BENCHMARKS.md, issue 10), more than
+the run-to-run noise floor shows; without this, that drift reads as predictor error."""
+DRIFT_WARN_PCT = 3.0
 
 
 def random_subnets(space: Space, n: int, seed: int, resolutions: list[int], exclude: set[str]) -> list[Subnet]:
@@ -121,6 +127,7 @@ def validate_table(
     rand = random_subnets(space, samples, seed, pred.resolutions, cal)
     fr = front_subnets(space, pred, samples if front is None else front, seed, cal | {s.key() for s in rand})
     subs = rand + fr
+    refs = reference_subnets(table, space)
     t0 = time.time()
     proto = (protocol or table.protocol).model_dump()
     with tempfile.TemporaryDirectory(prefix="hwnas-validate-") as d:
@@ -131,6 +138,10 @@ def validate_table(
             f.write_bytes(export_subnet(space, sub, int8=table.int8))
             jobs.append({"key": str(i), "model": str(f), "shape": [1, space.in_channels, sub.resolution, sub.resolution], "dim_overrides": {}})
             bar.update()
+        for i, (sub, _) in enumerate(refs):
+            f = Path(d) / f"ref{i:02d}.onnx"
+            f.write_bytes(export_subnet(space, sub, int8=table.int8))
+            jobs.append({"key": f"ref{i}", "model": str(f), "shape": [1, space.in_channels, sub.resolution, sub.resolution], "dim_overrides": {}})
         run_a = ortbench.measure_many(jobs, proto, fp.threads, fp.provider, progress, label="measuring (run 1/2)", chunk=16)
         run_b = ortbench.measure_many(jobs, proto, fp.threads, fp.provider, progress, label="measuring (run 2/2)", chunk=16)
     a = np.array([run_a[str(i)]["median_ms"] for i in range(len(subs))])
@@ -138,6 +149,7 @@ def validate_table(
     p = pred.predict_genomes(np.stack([Encoding(space).encode(s) for s in subs]))
     noise = np.abs(a - b) / ((a + b) / 2)
     n = len(rand)
+    drift = machine_drift_pct([(run_a[f"ref{i}"]["median_ms"], run_b[f"ref{i}"]["median_ms"], rec) for i, (_, rec) in enumerate(refs)])
     return {
         "samples": n,
         **_errors(p[:n], a[:n], ""),
@@ -145,6 +157,8 @@ def validate_table(
         **_errors(p[n:], a[n:], "front_"),
         "noise_floor_pct": float(np.median(noise) * 100),
         "noise_floor_p90_pct": float(np.percentile(noise, 90) * 100),
+        "reference_subnets": len(refs),
+        "machine_drift_pct": drift,
         "threads": fp.threads,
         "provider": fp.provider,
         "int8": table.int8,
@@ -158,3 +172,26 @@ def validate_table(
         "_front_measured_again": b[n:].tolist(),
         "_subnets": [sub.model_dump(mode="json") for sub in subs],
     }
+
+
+def reference_subnets(table: LatencyTable, space: Space, n: int = REFERENCE_SUBNETS) -> list[tuple[Subnet, float]]:
+    """Up to `n` of the table's own calibration subnets (spread over them), with the time the profiler
+    recorded for each: `calibration_set` re-draws them in the profiler's order (fed-back points are not
+    among them)."""
+    profiled = [p for p in table.calibration.points if p.source == "profile"]
+    if not profiled:
+        return []
+    subs = calibration_set(space, len(profiled), table.resolutions)
+    if [s.resolution for s in subs] != [p.resolution for p in profiled]:
+        return []  # a table written by another version of the profiler: no reference
+    pick = np.unique(np.linspace(0, len(subs) - 1, min(n, len(subs))).round().astype(int))
+    return [(subs[i], profiled[i].measured_ms) for i in pick]
+
+
+def machine_drift_pct(times: list[tuple[float, float, float]]) -> float | None:
+    """Median of (now / recorded - 1) in percent over the reference networks, `now` being the mean of
+    validation's two runs; None without references. Positive: the machine runs the table's own networks
+    slower now than when it was profiled."""
+    if not times:
+        return None
+    return float(np.median([((a + b) / 2) / rec - 1 for a, b, rec in times]) * 100)
