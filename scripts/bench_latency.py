@@ -78,7 +78,7 @@ def main() -> int:
             _dump(a, out_dir, fp, rows)  # after every configuration: a cut-short run keeps what it measured
             print(f"[{name} {th}t] within5 {row['within_5pct']:.3f} within10 {row['within_10pct']:.3f} tau {row['kendall_tau']:.3f} "
                   f"medAE {row['median_abs_err_pct']:.2f}% | front within5 {row['front_within_5pct']:.3f} "
-                  f"within10 {row['front_within_10pct']:.3f} tau {row['front_kendall_tau']:.3f} | noise {row['noise_floor_pct']:.2f}% drift {row['machine_drift_pct'] or 0:+.2f}% table {row['profile_s']:.0f}s", flush=True)
+                  f"within10 {row['front_within_10pct']:.3f} tau {row['front_kendall_tau']:.3f} | noise {row['noise_floor_pct']:.2f}% drift {_pct(row['machine_drift_pct'])} table {row['profile_s']:.0f}s", flush=True)
     hdr = ("space", "thr", "entries", "table s", "n", "ms range", "<=5%", "<=10%", "tau", "MAPE%", "medAE%", "noise%", "medAE/noise", "sum bias%",
            "front ms", "front <=5%", "front <=10%", "front tau", "front bias%")
     print("\n| " + " | ".join(hdr) + " |")
@@ -92,6 +92,11 @@ def main() -> int:
               f"{r['front_bias_pct']:+.1f} |")
     print(f"\nnumbers: {_dump(a, out_dir, fp, rows)}")
     return 0
+
+
+def _pct(v: float | None) -> str:
+    """A signed percentage, or n/a (validate has no reference networks for a table of an older profiler)."""
+    return "n/a" if v is None else f"{v:+.2f}%"
 
 
 def _dump(a: argparse.Namespace, out_dir: Path, fp: dict, rows: list[dict]) -> Path:
