@@ -68,6 +68,8 @@ def main() -> int:
                 "front_median_abs_err_pct": r["front_median_abs_err_pct"], "front_bias_pct": r["front_bias_pct"],
                 "front_ms_min": r["front_measured_ms_min"], "front_ms_max": r["front_measured_ms_max"],
                 "raw_sum_bias_pct": table.calibration.raw_sum_bias_pct, "calibration_fit_mape_pct": table.calibration.fit_mape * 100,
+                "calibration_form": table.calibration.form, "calibration_loo_mape_pct": table.calibration.loo_mape * 100,
+                "calibration_subnets": len(table.calibration.points),
                 "min_latency_ms": pred.min_latency_ms(), "validate_s": r["seconds"],
                 "machine_drift_pct": r.get("machine_drift_pct"),
                 "pairs": list(zip(r["_predicted"], r["_measured"], r["_measured_again"])),
@@ -78,7 +80,8 @@ def main() -> int:
             _dump(a, out_dir, fp, rows)  # after every configuration: a cut-short run keeps what it measured
             print(f"[{name} {th}t] within5 {row['within_5pct']:.3f} within10 {row['within_10pct']:.3f} tau {row['kendall_tau']:.3f} "
                   f"medAE {row['median_abs_err_pct']:.2f}% | front within5 {row['front_within_5pct']:.3f} "
-                  f"within10 {row['front_within_10pct']:.3f} tau {row['front_kendall_tau']:.3f} | noise {row['noise_floor_pct']:.2f}% drift {_pct(row['machine_drift_pct'])} table {row['profile_s']:.0f}s", flush=True)
+                  f"within10 {row['front_within_10pct']:.3f} tau {row['front_kendall_tau']:.3f} | noise {row['noise_floor_pct']:.2f}% drift {_pct(row['machine_drift_pct'])} table {row['profile_s']:.0f}s "
+                  f"calibration {row['calibration_form']} on {row['calibration_subnets']} subnets, held-out {row['calibration_loo_mape_pct']:.2f}%", flush=True)
     hdr = ("space", "thr", "entries", "table s", "n", "ms range", "<=5%", "<=10%", "tau", "MAPE%", "medAE%", "noise%", "medAE/noise", "sum bias%",
            "front ms", "front <=5%", "front <=10%", "front tau", "front bias%")
     print("\n| " + " | ".join(hdr) + " |")

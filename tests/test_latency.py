@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from pydantic import ValidationError
 
 from hwnas.cli import main
 from hwnas.errors import UserError
@@ -57,7 +58,8 @@ def all_subnets(space: Space):
             yield space.validate_subnet(dict(resolution=r, depths=[c[0] for c in combo], kernels=[c[1] for c in combo], expands=[c[2] for c in combo]))
 
 
-def synthetic_table(space: Space, resolutions=None, seed=0, scale=0.9, offset=0.05, per_piece=-0.01, per_mparam=0.0, scale_hot=0.0) -> LatencyTable:
+def synthetic_table(space: Space, resolutions=None, seed=0, scale=0.9, offset=0.05, per_piece=-0.01, per_mparam=0.0, scale_hot=0.0,
+                    res_scale=None, res_offset=None) -> LatencyTable:
     """A table with made-up entries (no measuring): for exact predictor arithmetic tests."""
     rng = np.random.default_rng(seed)
     res = resolutions or space.resolutions
@@ -67,7 +69,8 @@ def synthetic_table(space: Space, resolutions=None, seed=0, scale=0.9, offset=0.
         entries[k] = EntryStats(median_ms=m, mean_ms=m, p10_ms=m * 0.95, p90_ms=m * 1.05, mad_ms=m * 0.01, repeats=10,
                                 hot_median_ms=float(m * rng.uniform(0.5, 1.0)))
     pts = [CalibrationPoint(resolution=res[0], pieces=5 + i, pieces_sum_ms=1.0 + i, measured_ms=1.0 + i) for i in range(3)]
-    cal = Calibration(scale=scale, offset_ms=offset, per_piece_ms=per_piece, per_mparam_ms=per_mparam, scale_hot=scale_hot, fit_mape=0.0, fit_max_abs_pct=0.0, raw_sum_bias_pct=0.0, points=pts)
+    cal = Calibration(scale=scale, offset_ms=offset, per_piece_ms=per_piece, per_mparam_ms=per_mparam, scale_hot=scale_hot, fit_mape=0.0, fit_max_abs_pct=0.0, raw_sum_bias_pct=0.0, points=pts,
+                      res_scale=res_scale or {}, res_offset_ms=res_offset or {}, form="linear-res-v1" if res_scale or res_offset else "linear-v1")
     fp = Fingerprint(cpu_model="test", cores=2, os="Linux", onnxruntime="1.0", provider="CPUExecutionProvider", threads=1)
     return LatencyTable(
         space=space.name, space_digest=space_digest(space), space_definition=space.model_dump(mode="json"), num_classes=space.num_classes,
@@ -124,24 +127,32 @@ def test_composed_graph_computes_the_static_network():
 
 # ---------------------------------------------------------------- predictor arithmetic
 
-def test_predict_is_calibrated_sum_of_entries():
+@pytest.mark.parametrize("per_res", [False, True])
+def test_predict_is_calibrated_sum_of_entries(per_res):
     from hwnas.space import params
 
-    space = micro_space()
-    t = synthetic_table(space, per_mparam=2.5, scale_hot=0.3)
+    space = micro_space()  # resolutions 8 and 12
+    rs, ro = ({12: 0.25}, {12: -0.02}) if per_res else ({}, {})
+    t = synthetic_table(space, per_mparam=2.5, scale_hot=0.3, res_scale=rs, res_offset=ro)
     pred = LatencyPredictor(t, space)
-    for sub in sample_subnets(space, 20, seed=1):
+    subs = sample_subnets(space, 20, seed=1)
+    assert {s.resolution for s in subs} == {8, 12}
+    for sub in subs:
         keys = net_keys(build_plan(space, sub))
-        expected = (0.9 * sum(t.entries[k].median_ms for k in keys) + 0.3 * sum(t.entries[k].hot_median_ms for k in keys)
-                    + 0.05 - 0.01 * len(keys) + 2.5 * params(space, sub) / 1e6)
+        expected = ((0.9 + rs.get(sub.resolution, 0.0)) * sum(t.entries[k].median_ms for k in keys)
+                    + 0.3 * sum(t.entries[k].hot_median_ms for k in keys)
+                    + 0.05 + ro.get(sub.resolution, 0.0) - 0.01 * len(keys) + 2.5 * params(space, sub) / 1e6)
         assert pred.predict(sub) == pytest.approx(expected, rel=1e-12)
+        # the calibration's own point form agrees with the predictor
+        assert t.calibration.apply([pred.calibration_point(sub, 1.0)]) == pytest.approx([expected], rel=1e-12)
 
 
 @pytest.mark.parametrize("name", ["mbv3-tiny", "mbv3-imagenet"])
 def test_predict_genomes_equals_predict(name):
     space = load_space(name)
     res = space.resolutions[:3]
-    pred = LatencyPredictor(synthetic_table(space, res, per_mparam=0.7, scale_hot=0.4), space)
+    pred = LatencyPredictor(synthetic_table(space, res, per_mparam=0.7, scale_hot=0.4, res_scale={res[1]: 0.3, res[2]: -0.2},
+                                            res_offset={res[2]: 0.1}), space)
     enc = Encoding(space)
     subs = sample_subnets(space, 150, seed=2, resolutions=res)
     X = np.stack([enc.encode(s) for s in subs])
@@ -177,6 +188,11 @@ def test_min_latency_is_the_exact_minimum():
     pred = LatencyPredictor(synthetic_table(space, per_piece=-0.3, per_mparam=-40.0, scale_hot=0.5, seed=4), space)
     brute = min(pred.predict(s) for s in all_subnets(space))
     assert pred.min_latency_ms() == pytest.approx(brute, rel=1e-12)
+    # terms per resolution that make the larger input the faster one
+    pred = LatencyPredictor(synthetic_table(space, per_piece=-0.3, scale_hot=0.5, seed=4, res_scale={12: -0.8}, res_offset={12: -0.5}), space)
+    best = min(all_subnets(space), key=pred.predict)
+    assert best.resolution == 12
+    assert pred.min_latency_ms() == pytest.approx(pred.predict(best), rel=1e-12)
 
 
 def test_uncovered_resolution_is_refused():
@@ -219,6 +235,66 @@ def test_fit_calibration_recovers_a_known_linear_model():
     assert c2.scale_hot == pytest.approx(0.0, abs=1e-9)
     with pytest.raises(UserError):
         fit_calibration(pts[:2])
+
+
+def _points_at(resolutions, per_res_scale, per_res_offset, noise, seed=0, n=60):
+    rng = np.random.default_rng(seed)
+    pts = []
+    for i in range(n):
+        r = resolutions[i % len(resolutions)]
+        k = int(rng.integers(8, 20))
+        s = float(rng.uniform(2, 40))
+        m = (0.9 + per_res_scale.get(r, 0.0)) * s + 0.3 + per_res_offset.get(r, 0.0) - 0.02 * k
+        pts.append(CalibrationPoint(resolution=r, pieces=k, pieces_sum_ms=s, measured_ms=m * float(1 + noise * rng.standard_normal())))
+    return pts
+
+
+def test_fit_calibration_takes_terms_per_resolution_only_when_they_predict_better():
+    # pieces cost more inside a network at the larger inputs: a scale and an offset per resolution
+    pts = _points_at([24, 32, 40], {32: 0.1, 40: 0.25}, {40: 0.4}, noise=0.002)
+    c = fit_calibration(pts)
+    assert c.form == "linear-res-v1"
+    assert c.scale_at(24) == pytest.approx(0.9, abs=0.01) and c.scale_at(40) == pytest.approx(1.15, abs=0.01)
+    assert c.offset_at(40) - c.offset_at(24) == pytest.approx(0.4, abs=0.1)
+    assert c.loo_mape < 0.005
+    assert np.array(c.apply(pts)) == pytest.approx([p.measured_ms for p in pts], rel=0.01)
+    # one form for all resolutions and measurement noise: the extra terms would fit noise, so they are left out
+    c1 = fit_calibration(_points_at([24, 32, 40], {}, {}, noise=0.02))
+    assert c1.form == "linear-v1" and c1.res_scale == {} and c1.res_offset_ms == {}
+    # too few points at one resolution: no per-resolution candidate at all
+    few = [p for p in pts if p.resolution != 40] + [p for p in pts if p.resolution == 40][:3]
+    assert fit_calibration(few).form == "linear-v1"
+
+
+def test_calibration_refuses_inconsistent_resolution_terms():
+    pts = _points_at([8], {}, {}, noise=0.0, n=3)
+    base = dict(scale=0.9, offset_ms=0.0, per_piece_ms=0.0, fit_mape=0.0, fit_max_abs_pct=0.0, raw_sum_bias_pct=0.0, points=pts)
+    with pytest.raises(ValidationError, match="linear-res-v1"):
+        Calibration(**base, res_scale={12: 0.1})
+    with pytest.raises(ValidationError, match="resolution 12"):
+        Calibration(**base, form="linear-res-v1", res_scale={12: -1.0})
+    c = Calibration(**base, form="linear-res-v1", res_scale={12: 0.1}, res_offset_ms={12: 0.2})
+    again = Calibration.model_validate_json(c.model_dump_json())  # int keys survive JSON
+    assert again.scale_at(12) == pytest.approx(1.0) and again.offset_at(12) == pytest.approx(0.2) and again.scale_at(8) == 0.9
+
+
+def test_calibration_set_covers_the_fast_end_and_the_top_of_the_range():
+    from hwnas.latency.profile import calibration_set
+    from hwnas.space import macs
+
+    space = load_space("mbv3-cifar")
+    res = space.resolutions
+    subs = calibration_set(space, 40, res)
+    assert len(subs) == 40 and len({s.key() for s in subs}) == 40
+    assert [s.key() for s in subs] == [s.key() for s in calibration_set(space, 40, res)]  # deterministic
+    keys = {s.key() for s in subs}
+    assert all(space.largest(r).key() in keys for r in res)  # the largest subnet at every resolution
+    rand = sample_subnets(space, 400, seed=5, resolutions=res)
+    cost = sorted(macs(space, s) for s in rand)
+    got = [macs(space, s) for s in subs]
+    # uniform draws alone would leave both ends of the range empty
+    assert sum(c < cost[len(cost) // 10] for c in got) >= 10
+    assert sum(c > cost[-len(cost) // 10] for c in got) >= 8
 
 
 # ---------------------------------------------------------------- table files
@@ -474,6 +550,29 @@ def test_a_busy_profile_is_recorded_and_generate_refuses_it(tmp_path, monkeypatc
     assert code == 2 and "--force-table" in err and "busy" in err
     assert not (tmp_path / "g" / "model.onnx").exists()
     check_trusted(tab, out, force=True)  # --force-table: used as it is
+
+
+def test_calibration_subnets_are_timed_as_the_mean_of_both_runs(tmp_path, monkeypatch):
+    from hwnas.latency import profile_space
+    from hwnas.runtime import ortbench
+
+    real_all, real_many = ortbench.measure_all, ortbench.measure_many
+
+    def first_run(jobs, *a, **k):  # every graph measured for real, then whole subnets set to 1.0 ms
+        monkeypatch.setattr(ortbench, "measure_many", real_many)
+        out = real_all(jobs, *a, **k)
+        monkeypatch.setattr(ortbench, "measure_many", second_run)
+        return {key: dict(st, median_ms=1.0) if key.startswith("net:") else st for key, st in out.items()}
+
+    def second_run(jobs, *a, **k):
+        return {j["key"]: {"median_ms": 1.2} for j in jobs}
+
+    monkeypatch.setattr(ortbench, "measure_all", first_run)
+    tab = profile_space(load_space("mbv3-tiny"), tmp_path / "t.json", resolutions=[12], progress=False, calibration_subnets=4)
+    pts = tab.calibration.points
+    assert len(pts) == 4 and all(p.measured_ms == pytest.approx(1.1) for p in pts)
+    assert all(p.subnet is not None for p in pts)  # stored, so validation can time the same networks again
+    assert tab.noise is not None and tab.noise.repeat_noise_pct == pytest.approx(100 * 0.2 / 1.1, abs=0.01)
 
 
 def test_latency_model_is_chosen_by_the_tables_form(profiled):

@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--space", required=True, help="preset name (mbv3-imagenet, mbv3-imagenet-w1.2, mbv3-cifar, mbv3-tiny) or a JSON/YAML file")
     p.add_argument("--out", required=True, help="TABLE file to write (JSON)")
     _target_flags(p)
-    p.add_argument("--calibration-subnets", type=int, default=None, help="whole subnets measured to fit the predictor (default 40)")
+    p.add_argument("--calibration-subnets", type=int, default=None, help="whole subnets measured to fit the predictor (default 80)")
     add_json_flag(p)
     p.set_defaults(handler=run_profile)
 
@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--space", required=True, help="preset name or a JSON/YAML space file")
     b.add_argument("--out", required=True, help="bundle folder to write (must not exist or be empty, unless --force)")
     _target_flags(b)
-    b.add_argument("--calibration-subnets", type=int, default=None, help="whole subnets included to fit the predictor (default 40)")
+    b.add_argument("--calibration-subnets", type=int, default=None, help="whole subnets included to fit the predictor (default 80)")
     add_force_flag(b)
     add_json_flag(b)
     b.set_defaults(handler=run_bundle)
@@ -62,14 +62,14 @@ def _summary(table, path: str, seconds: float) -> tuple[dict, str]:
         "threads": table.fingerprint.threads,
         "provider": table.fingerprint.provider,
         "int8": table.int8,
-        "calibration": {"scale": c.scale, "scale_hot": c.scale_hot, "per_mparam_ms": c.per_mparam_ms, "offset_ms": c.offset_ms, "per_piece_ms": c.per_piece_ms,
+        "calibration": {"form": c.form, "res_scale": c.res_scale, "res_offset_ms": c.res_offset_ms, "loo_mape": c.loo_mape, "scale": c.scale, "scale_hot": c.scale_hot, "per_mparam_ms": c.per_mparam_ms, "offset_ms": c.offset_ms, "per_piece_ms": c.per_piece_ms,
                         "fit_mape": c.fit_mape, "raw_sum_bias_pct": c.raw_sum_bias_pct, "subnets": len(c.points)},
     }
     human = (
         f"wrote {path}: {len(table.entries)} entries, space {table.space}, resolutions {table.resolutions[0]}..{table.resolutions[-1]}"
         f" ({len(table.resolutions)}), {table.fingerprint.threads} thread(s), {table.fingerprint.provider}{', int8' if table.int8 else ''}\n"
         f"calibration on {len(c.points)} whole subnets: sum of blocks was {c.raw_sum_bias_pct:+.1f}% off; "
-        f"after calibration {c.fit_mape * 100:.1f}% mean error; {seconds:.0f} s"
+        f"after calibration {c.fit_mape * 100:.1f}% mean error ({c.loo_mape * 100:.1f}% on held-out subnets, form {c.form}); {seconds:.0f} s"
     )
     if table.noise is not None:
         nz = table.noise

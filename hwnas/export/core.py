@@ -253,12 +253,10 @@ def inherited_network(supernet: torch.nn.Module, subnet: Subnet, ds: Any, calibr
     """The subnet with the supernet's weights and BN statistics recalibrated on a fixed set of training images:
     the network an export of the supernet's weights starts from (the shared supernet statistics are wrong for
     any one subnet)."""
-    from hwnas.data import calibration_subset
-    from hwnas.train import recalibrate_bn
+    from hwnas.train.evaluate import inherited_subnet
 
-    net = supernet.extract(subnet).to(device)  # type: ignore[attr-defined]
-    recalibrate_bn(net, calibration_subset(ds, calibration_images), int(subnet.resolution), ds.mean, ds.std, device=device)
-    return net
+    return inherited_subnet(supernet, subnet, ds, calib_images=calibration_images, device=device,  # type: ignore[arg-type]
+                            memory_format=torch.contiguous_format)
 
 
 def torch_reference(job: ExportJob) -> None:

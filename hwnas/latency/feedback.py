@@ -21,7 +21,7 @@ from hwnas.latency.table import Calibration, CalibrationPoint, LatencyTable
 from hwnas.space import Space, Subnet
 
 MAX_DELIVERED_POINTS = 24
-"""Fed-back points kept in a table (the profiler's 40 stay the majority)."""
+"""Fed-back points kept in a table (the profiler's 80 stay the majority)."""
 PROFILE_FIT_GUARD = 0.02
 """A refit may fit the profiler's own points at most this much worse (mean |error| / measured)."""
 
@@ -39,9 +39,8 @@ class Feedback:
 
 
 def apply_calibration(cal: Calibration, points: Sequence[CalibrationPoint]) -> np.ndarray:
-    """What `cal` predicts for each point (the linear form of `Calibration`)."""
-    return np.array([cal.scale * p.pieces_sum_ms + cal.scale_hot * p.pieces_hot_sum_ms + cal.offset_ms
-                     + cal.per_piece_ms * p.pieces + cal.per_mparam_ms * p.mparams for p in points])
+    """What `cal` predicts for each point."""
+    return np.array(cal.apply(list(points)))
 
 
 def _mape(cal: Calibration, points: Sequence[CalibrationPoint]) -> float:

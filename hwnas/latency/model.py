@@ -37,7 +37,7 @@ class LatencyModel(Protocol):
         ...
 
 
-MODELS: dict[str, Callable[[LatencyTable, Space], LatencyModel]] = {"linear-v1": LatencyPredictor}
+MODELS: dict[str, Callable[[LatencyTable, Space], LatencyModel]] = {"linear-v1": LatencyPredictor, "linear-res-v1": LatencyPredictor}
 """Calibration form (as stored in the table) -> the model that reads it."""
 
 

@@ -25,51 +25,71 @@ def _loo_mape(F: np.ndarray, m: np.ndarray) -> float:
     return float(np.mean(errs))
 
 
+RES_TERMS_MIN_POINTS = 6
+"""Whole subnets needed at every resolution before a term per resolution is a candidate."""
+
+
 def fit_calibration(points: list[CalibrationPoint]) -> Calibration:
     """Fit the calibration on whole subnets measured end to end.
 
     Candidate forms: measured ~ a*cold_sum | b*hot_sum | both, + offset + per_piece*pieces, each
-    with or without + per_mparam*mparams. Least squares on relative error (small networks, where
-    fixed overheads matter most, count as much as large ones: the search cares about percentages
-    around a budget). The form with the lowest leave-one-out error wins, so an extra term is only
-    used when it predicts unseen subnets better."""
+    with or without + per_mparam*mparams, and each also with the scale of the cold sum and the
+    offset varying per resolution (form linear-res-v1: a piece's cost inside a network depends on
+    the feature-map sizes, and the fixed cost of a run on the input size; measured on mbv3-imagenet,
+    the single form erred most at the small resolutions). Least squares on relative error (small
+    networks, where fixed overheads matter most, count as much as large ones: the search cares
+    about percentages around a budget). The form with the lowest leave-one-out error wins, so an
+    extra term is only used when it predicts unseen subnets better."""
     if len(points) < 3:
         raise UserError(f"calibration needs at least 3 whole-subnet measurements, got {len(points)}")
+    n = len(points)
+    res = np.array([p.resolution for p in points])
     cols = {
         "scale": np.array([p.pieces_sum_ms for p in points]),
         "scale_hot": np.array([p.pieces_hot_sum_ms for p in points]),
-        "offset": np.ones(len(points)),
+        "offset": np.ones(n),
         "per_piece": np.array([p.pieces for p in points], dtype=np.float64),
         "per_mparam": np.array([p.mparams for p in points], dtype=np.float64),
     }
+    levels = sorted(set(res.tolist()))
+    by_res = len(levels) > 1 and all(np.sum(res == r) >= RES_TERMS_MIN_POINTS for r in levels)
+    for r in levels[1:] if by_res else []:  # deltas against the smallest resolution
+        cols[f"scale@{r}"] = cols["scale"] * (res == r)
+        cols[f"offset@{r}"] = (res == r).astype(np.float64)
+    res_cols = [f"{k}@{r}" for r in levels[1:] for k in ("scale", "offset")] if by_res else []
     m = np.array([p.measured_ms for p in points])
-    common = ["offset"] + (["per_piece"] if np.ptp(cols["per_piece"]) > 0 and len(points) >= 5 else [])
+    common = ["offset"] + (["per_piece"] if np.ptp(cols["per_piece"]) > 0 and n >= 5 else [])
     bases = [["scale"]]
     if np.all(cols["scale_hot"] > 0):
         bases += [["scale_hot"], ["scale", "scale_hot"]]
-    extras = [[]] + ([["per_mparam"]] if np.ptp(cols["per_mparam"]) > 0 and len(points) >= 8 else [])
+    extras = [[]] + ([["per_mparam"]] if np.ptp(cols["per_mparam"]) > 0 and n >= 8 else [])
     best: tuple[float, dict[str, float]] | None = None
     for base in bases:
         for extra in extras:
-            names = base + common + extra
-            if len(points) <= len(names) + 1:
-                continue
-            F = np.stack([cols[k] for k in names], axis=1)
-            coef = dict(zip(names, _lstsq_rel(F, m)))
-            if any(coef[k] < 0 for k in base):
-                continue
-            loo = _loo_mape(F, m)
-            if best is None or loo < best[0]:
-                best = (loo, coef)
+            for per_res in ([[]] + ([res_cols] if res_cols and "scale" in base else [])):
+                names = base + common + extra + per_res
+                if n <= len(names) + 1:
+                    continue
+                F = np.stack([cols[k] for k in names], axis=1)
+                coef = dict(zip(names, _lstsq_rel(F, m)))
+                scales = [coef.get("scale", 0.0) + coef.get(f"scale@{r}", 0.0) for r in levels] if "scale" in base else []
+                if any(coef[k] < 0 for k in base) or any(v < 0 for v in scales):
+                    continue
+                loo = _loo_mape(F, m)
+                if best is None or loo < best[0]:
+                    best = (loo, coef)
     if best is None:  # too few or degenerate points: a pure ratio
         best = (0.0, {"scale": float(np.median(m / cols["scale"]))})
     loo, coef = best
     get = lambda k: float(coef.get(k, 0.0))  # noqa: E731
     pred = sum(get(k) * cols[k] for k in cols)
     err = (pred - m) / m
+    res_scale = {r: get(f"scale@{r}") for r in levels[1:] if f"scale@{r}" in coef}
+    res_offset = {r: get(f"offset@{r}") for r in levels[1:] if f"offset@{r}" in coef}
     return Calibration(
+        form="linear-res-v1" if res_scale else "linear-v1",
         scale=get("scale"), scale_hot=get("scale_hot"), offset_ms=get("offset"), per_piece_ms=get("per_piece"),
-        per_mparam_ms=get("per_mparam"), loo_mape=loo,
+        per_mparam_ms=get("per_mparam"), res_scale=res_scale, res_offset_ms=res_offset, loo_mape=loo,
         fit_mape=float(np.mean(np.abs(err))), fit_max_abs_pct=float(np.max(np.abs(err)) * 100),
         raw_sum_bias_pct=float(np.mean((cols["scale"] - m) / m) * 100), points=list(points),
     )
@@ -89,6 +109,8 @@ class LatencyPredictor:
         if not self._resolutions:
             raise UserError(f"table resolutions {table.resolutions} share none with space '{space.name}' ({space.resolutions})")
         self._cal = table.calibration
+        self._scale_t = np.array([self._cal.scale_at(r) for r in self._resolutions])
+        self._offset_t = np.array([self._cal.offset_at(r) for r in self._resolutions])
         self._nfix = 1 if space.first_block is not None else 0
         # the head is keyed by the class count; a table profiled with another class count still
         # serves (only the final classifier differs) by using its own head entry
@@ -142,9 +164,10 @@ class LatencyPredictor:
     def resolutions(self) -> list[int]:
         return list(self._resolutions)
 
-    def _calibrate(self, raw: np.ndarray, hot: np.ndarray, pieces: np.ndarray, mparams: np.ndarray) -> np.ndarray:
+    def _calibrate(self, t: np.ndarray, raw: np.ndarray, hot: np.ndarray, pieces: np.ndarray, mparams: np.ndarray) -> np.ndarray:
+        """The calibration's linear form, `t` indexing the table's resolutions."""
         c = self._cal
-        return c.scale * raw + c.scale_hot * hot + c.offset_ms + c.per_piece_ms * pieces + c.per_mparam_ms * mparams
+        return self._scale_t[t] * raw + c.scale_hot * hot + self._offset_t[t] + c.per_piece_ms * pieces + c.per_mparam_ms * mparams
 
     def raw_sum(self, subnet: Subnet) -> tuple[float, int]:
         """(sum of piece entries, number of pieces) for one subnet: the calibration's main inputs."""
@@ -167,15 +190,17 @@ class LatencyPredictor:
         return CalibrationPoint(resolution=sub.resolution, pieces=len(keys), pieces_sum_ms=sum(e.median_ms for e in entries),
                                 pieces_hot_sum_ms=hot, mparams=net_mparams(build_plan(self._head_space, sub)),
                                 measured_ms=float(measured_ms), source=source,
-                                subnet=sub.model_dump(mode="json") if source != "profile" else None)
+                                subnet=sub.model_dump(mode="json"))
 
     def predict(self, subnet: Subnet) -> float:
         """Predicted latency (ms) of one subnet."""
         keys = self._keys(subnet)
         raw = sum(self._get(k) for k in keys)
         hot = sum(self._hot(k) for k in keys)
-        mp = net_mparams(build_plan(self._head_space, self.space.validate_subnet(subnet)))
-        return float(self._calibrate(np.array([raw]), np.array([hot]), np.array([len(keys)]), np.array([mp]))[0])
+        sub = self.space.validate_subnet(subnet)
+        mp = net_mparams(build_plan(self._head_space, sub))
+        t = np.array([self._resolutions.index(sub.resolution)])
+        return float(self._calibrate(t, np.array([raw]), np.array([hot]), np.array([len(keys)]), np.array([mp]))[0])
 
     def predict_genomes(self, X: np.ndarray) -> np.ndarray:
         """Predicted latency (ms) of each genome row of `X` ([n, Encoding(space).length] ints)."""
@@ -205,20 +230,21 @@ class LatencyPredictor:
                 raw += np.where(on, T[t, min(j, 1), k, e], 0.0)
                 hot += np.where(on, H[t, min(j, 1), k, e], 0.0)
                 mp += np.where(on, P[t, min(j, 1), k, e], 0.0)
-        return self._calibrate(raw, hot, pieces, mp)
+        return self._calibrate(t, raw, hot, pieces, mp)
 
     def min_latency_ms(self) -> float:
         """The exact minimum predicted latency over the covered space.
 
         Given the resolution and the depths, every block slot contributes independently
-        (scale*entry + scale_hot*hot entry + per_mparam*params + per_piece), so each slot takes its cheapest choice and each stage its
+        (the resolution's scale*entry + scale_hot*hot entry + per_mparam*params + per_piece), so each slot takes its cheapest choice and each stage its
         cheapest depth; the minimum over resolutions is then exact."""
         c = self._cal
         best = np.inf
         for t in range(len(self._resolutions)):
-            total = c.scale * self._base[t] + c.scale_hot * self._base_hot[t] + c.per_mparam_ms * self._base_mp[t] + c.offset_ms + c.per_piece_ms * (2 + self._nfix)
+            scale = self._scale_t[t]
+            total = scale * self._base[t] + c.scale_hot * self._base_hot[t] + c.per_mparam_ms * self._base_mp[t] + self._offset_t[t] + c.per_piece_ms * (2 + self._nfix)
             for i, s in enumerate(self.space.stages):
-                cost = c.scale * self._stage[i][t] + c.scale_hot * self._stage_hot[i][t] + c.per_mparam_ms * self._stage_mp[i][t] + c.per_piece_ms
+                cost = scale * self._stage[i][t] + c.scale_hot * self._stage_hot[i][t] + c.per_mparam_ms * self._stage_mp[i][t] + c.per_piece_ms
                 first = cost[0].min()
                 later = cost[1].min() if s.max_depth > 1 else 0.0
                 total += min(first + (d - 1) * later for d in s.depths)

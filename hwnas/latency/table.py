@@ -68,12 +68,14 @@ class CalibrationPoint(_M):
     measured_ms: float = Field(gt=0.0)
     source: Literal["profile", "delivered"] = Field(
         default="profile", description="profile: measured by the profiler; delivered: a model generate measured later and fed back")
-    subnet: dict | None = Field(default=None, description="the subnet of a fed-back point (a later measurement of it replaces this one)")
+    subnet: dict | None = Field(default=None, description="the subnet measured (a later fed-back measurement of it replaces a fed-back "
+                                "point; tables of profilers before 2026-11-28 lack it for their own points)")
 
 
 class Calibration(_M):
     """predicted = scale * sum(piece medians) + scale_hot * sum(piece hot medians) + offset_ms
-                 + per_piece_ms * number_of_pieces + per_mparam_ms * parameters (millions).
+                 + per_piece_ms * number_of_pieces + per_mparam_ms * parameters (millions),
+    where form linear-res-v1 adds a term per resolution to `scale` and `offset_ms`.
 
     Summing isolated pieces double-counts the fixed per-graph cost of a session run (the whole
     network pays it once) and misses cross-piece cache effects (an isolated block finds its
@@ -82,12 +84,16 @@ class Calibration(_M):
     sums, hot sums or both; with or without the parameter term) the one with the lowest
     leave-one-out error is kept."""
 
-    form: Literal["linear-v1"] = "linear-v1"
+    form: Literal["linear-v1", "linear-res-v1"] = "linear-v1"
     scale: float = Field(ge=0.0)
     scale_hot: float = Field(default=0.0, ge=0.0)
     offset_ms: float
     per_piece_ms: float
     per_mparam_ms: float = 0.0
+    res_scale: dict[int, float] = Field(
+        default_factory=dict, description="form linear-res-v1: added to `scale` at that resolution (absent: 0)")
+    res_offset_ms: dict[int, float] = Field(
+        default_factory=dict, description="form linear-res-v1: added to `offset_ms` at that resolution (absent: 0)")
     loo_mape: float = Field(default=0.0, ge=0.0, description="leave-one-out mean |error| / measured of the chosen form")
     fit_mape: float = Field(ge=0.0, description="mean |error| / measured on the fitting subnets")
     fit_max_abs_pct: float = Field(ge=0.0)
@@ -96,9 +102,24 @@ class Calibration(_M):
 
     @model_validator(mode="after")
     def _positive(self) -> "Calibration":
-        if self.scale + self.scale_hot <= 0:
-            raise ValueError("scale + scale_hot must be positive")
+        for r in [None, *self.res_scale]:
+            if self.scale_at(r) < 0 or self.scale_at(r) + self.scale_hot <= 0:
+                raise ValueError(f"scale + scale_hot must be positive{'' if r is None else f' (at resolution {r})'}")
+        if (self.res_scale or self.res_offset_ms) and self.form != "linear-res-v1":
+            raise ValueError("res_scale / res_offset_ms belong to form 'linear-res-v1'")
         return self
+
+    def scale_at(self, resolution: int | None) -> float:
+        return self.scale + self.res_scale.get(resolution, 0.0) if resolution is not None else self.scale
+
+    def offset_at(self, resolution: int | None) -> float:
+        return self.offset_ms + self.res_offset_ms.get(resolution, 0.0) if resolution is not None else self.offset_ms
+
+    def apply(self, points: "list[CalibrationPoint]") -> "list[float]":
+        """What the calibration predicts for each point: the one place this linear form is written out
+        for points (the predictor's vectorised version gathers the same terms per resolution)."""
+        return [self.scale_at(p.resolution) * p.pieces_sum_ms + self.scale_hot * p.pieces_hot_sum_ms + self.offset_at(p.resolution)
+                + self.per_piece_ms * p.pieces + self.per_mparam_ms * p.mparams for p in points]
 
 
 class NoiseReport(_M):

@@ -123,7 +123,7 @@ def validate_table(
     pred = latency_model(table, space)
     fp = table.fingerprint
     check_target(fp.threads, fp.provider)
-    cal = {s.key() for s in calibration_set(space, len(table.calibration.points), table.resolutions)}
+    cal = {s.key() for s in calibration_subnets(table, space)}
     rand = random_subnets(space, samples, seed, pred.resolutions, cal)
     fr = front_subnets(space, pred, samples if front is None else front, seed, cal | {s.key() for s in rand})
     subs = rand + fr
@@ -172,18 +172,24 @@ def validate_table(
     }
 
 
+def calibration_subnets(table: LatencyTable, space: Space) -> list[Subnet]:
+    """The subnets the table's calibration was fitted on: stored with the points by the current
+    profiler; for older tables, as `calibration_set` draws them now (it may draw others than then)."""
+    pts = table.calibration.points
+    if all(p.subnet is not None for p in pts):
+        return [space.validate_subnet(p.subnet) for p in pts]
+    return calibration_set(space, sum(p.source == "profile" for p in pts), table.resolutions)
+
+
 def reference_subnets(table: LatencyTable, space: Space, n: int = REFERENCE_SUBNETS) -> list[tuple[Subnet, float]]:
     """Up to `n` of the table's own calibration subnets (spread over them), with the time the profiler
-    recorded for each: `calibration_set` re-draws them in the profiler's order (fed-back points are not
-    among them)."""
-    profiled = [p for p in table.calibration.points if p.source == "profile"]
+    recorded for each (fed-back points are not among them). Only tables that store their subnets have
+    them: a re-drawn subnet that is not the one measured would read as drift."""
+    profiled = [p for p in table.calibration.points if p.source == "profile" and p.subnet is not None]
     if not profiled:
         return []
-    subs = calibration_set(space, len(profiled), table.resolutions)
-    if [s.resolution for s in subs] != [p.resolution for p in profiled]:
-        return []  # a table written by another version of the profiler: no reference
-    pick = np.unique(np.linspace(0, len(subs) - 1, min(n, len(subs))).round().astype(int))
-    return [(subs[i], profiled[i].measured_ms) for i in pick]
+    pick = np.unique(np.linspace(0, len(profiled) - 1, min(n, len(profiled))).round().astype(int))
+    return [(space.validate_subnet(profiled[i].subnet), profiled[i].measured_ms) for i in pick]
 
 
 def machine_drift_pct(times: list[tuple[float, float, float]]) -> float | None:

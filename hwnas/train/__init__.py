@@ -2,14 +2,14 @@
 
 Public API: `train_supernet` (api), `TrainConfig` / `default_config` (config),
 `save_checkpoint` / `load_checkpoint` / `load_supernet` / `SupernetMeta` (checkpoint),
-`recalibrate_bn` (bn), `accuracy` / `evaluate_subnet` (evaluate).
+`recalibrate_bn` (bn), `accuracy` / `evaluate_subnet` / `inherited_subnet` (evaluate).
 Submodules import torch; importing this package does not pull in the trainer loop.
 """
 
 from __future__ import annotations
 
 __all__ = [
-    "PHASES", "SupernetMeta", "TrainConfig", "accuracy", "default_config", "evaluate_subnet", "load_checkpoint",
+    "PHASES", "SupernetMeta", "TrainConfig", "accuracy", "default_config", "evaluate_subnet", "inherited_subnet", "load_checkpoint",
     "load_supernet", "recalibrate_bn", "save_checkpoint", "train_supernet",
 ]
 
@@ -27,7 +27,7 @@ def __getattr__(name: str):  # lazy: keep `import hwnas.train` cheap
         from hwnas.train.bn import recalibrate_bn
 
         return recalibrate_bn
-    if name in {"accuracy", "evaluate_subnet"}:
+    if name in {"accuracy", "evaluate_subnet", "inherited_subnet"}:
         from hwnas.train import evaluate
 
         return getattr(evaluate, name)

@@ -66,6 +66,29 @@ def forward_seconds_per_image(net: nn.Module, x_uint8: torch.Tensor, resolution:
     return (time.perf_counter() - t0) / x.shape[0]
 
 
+def inherited_subnet(
+    supernet: "Supernet",
+    subnet: Subnet | dict | str,
+    ds: "Dataset",
+    *,
+    calib: torch.Tensor | None = None,
+    calib_images: int = 2000,
+    device: str | torch.device = "cpu",
+    memory_format: torch.memory_format | None = None,
+    batch_size: int = 256,
+) -> nn.Module:
+    """The subnet with the supernet's weights and its BN statistics recalibrated on `calib` (default: the
+    fixed `calibration_subset(ds)`): the shared statistics are wrong for any one subnet. Evaluation and
+    export both start from it; `memory_format` defaults to the device's training layout (export passes
+    contiguous)."""
+    sub = supernet.space.validate_subnet(subnet)
+    net = supernet.extract(sub).to(device=device, memory_format=memory_format or memory_format_for(device))
+    if calib is None:
+        calib = calibration_subset(ds, n=calib_images)
+    recalibrate_bn(net, calib, sub.resolution, ds.mean, ds.std, batch_size=batch_size, device=device)
+    return net
+
+
 def evaluate_subnet(
     supernet: "Supernet",
     subnet: Subnet | dict | str,
@@ -76,11 +99,8 @@ def evaluate_subnet(
     calib_images: int = 2000,
     batch_size: int = 500,
 ) -> float:
-    """Validation accuracy of `subnet` with inherited weights: extract, recalibrate BN on `calib`
-    (default: the fixed `calibration_subset(ds)`), evaluate on ds.val. The supernet is untouched."""
+    """Validation accuracy of `subnet` with inherited weights (`inherited_subnet`), on ds.val. The
+    supernet is untouched."""
     sub = supernet.space.validate_subnet(subnet)
-    net = supernet.extract(sub).to(device=device, memory_format=memory_format_for(device))
-    if calib is None:
-        calib = calibration_subset(ds, n=calib_images)
-    recalibrate_bn(net, calib, sub.resolution, ds.mean, ds.std, batch_size=min(batch_size, 256), device=device)
+    net = inherited_subnet(supernet, sub, ds, calib=calib, calib_images=calib_images, device=device, batch_size=min(batch_size, 256))
     return accuracy(net, ds.val_x, ds.val_y, sub.resolution, ds.mean, ds.std, batch_size=batch_size, device=device)
