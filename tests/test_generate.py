@@ -504,7 +504,7 @@ def test_int8_generate_starts_from_the_finalist_with_the_best_int8_accuracy(firs
     assert r["stage_seconds"]["int8_finalists"] > 0
     report = (out / "report.md").read_text()
     assert "INT8 finalists" in report and "| finalist | predicted ms | search acc | fp32 acc | INT8 acc | started here |" in report
-    assert "80.00%" in report
+    assert f"{100 * fin[-1]['int8_acc']:.2f}% | yes |" in report  # the front may hold 2 or 3 finalists (measured latencies)
 
 
 def test_fp32_generate_scores_no_finalists(first_run, tiny_folder, tmp_path, monkeypatch):
