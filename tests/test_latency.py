@@ -623,15 +623,13 @@ def test_generate_trusts_a_given_busy_table_only_when_forced_but_warns_on_its_ow
 
 def _exactly_calibrated(space: Space, n: int = 20):
     """A synthetic table whose profile points follow its calibration exactly, and the rule they follow."""
-    from hwnas.latency.feedback import apply_calibration
-
     tab = synthetic_table(space)
     pred = LatencyPredictor(tab, space)
     subs = list(all_subnets(space))
     rng = np.random.default_rng(3)
     picks = [subs[i] for i in rng.choice(len(subs), size=n, replace=False)]
     pts = [pred.calibration_point(s, 1.0, source="profile") for s in picks]
-    pts = [p.model_copy(update={"measured_ms": float(apply_calibration(tab.calibration, [p])[0])}) for p in pts]
+    pts = [p.model_copy(update={"measured_ms": tab.calibration.apply([p])[0]}) for p in pts]
     cal = tab.calibration.model_copy(update={"points": pts})
     return tab.model_copy(update={"calibration": cal}), subs
 

@@ -38,16 +38,11 @@ class Feedback:
     reason: str = ""
 
 
-def apply_calibration(cal: Calibration, points: Sequence[CalibrationPoint]) -> np.ndarray:
-    """What `cal` predicts for each point."""
-    return np.array(cal.apply(list(points)))
-
-
 def _mape(cal: Calibration, points: Sequence[CalibrationPoint]) -> float:
     if not points:
         return 0.0
     m = np.array([p.measured_ms for p in points])
-    return float(np.mean(np.abs(apply_calibration(cal, points) - m) / m))
+    return float(np.mean(np.abs(np.array(cal.apply(list(points))) - m) / m))
 
 
 def feed_back(table: LatencyTable, space: Space, measured: Sequence[tuple[Subnet, float]]) -> Feedback:

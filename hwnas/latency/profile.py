@@ -107,9 +107,9 @@ def calibration_set(space: Space, n: int, resolutions: list[int]) -> list[Subnet
     taken = {s.key() for s in uniform + fast}
     wide_pool = mixed_pool(space, np.random.default_rng([CALIBRATION_SEED, 11]), 40 * n_wide, resolutions=resolutions, exclude=taken)
     # the largest subnet at every resolution first: the top of the range is where extrapolation hurt
-    tops = [space.largest(r) for r in resolutions]
-    tops = [t for t in tops if t.key() not in taken][:n_wide]
-    rest = [s for s in sorted(wide_pool, key=cost) if s.key() not in {t.key() for t in tops}]
+    tops = [t for t in (space.largest(r) for r in resolutions) if t.key() not in taken][:n_wide]
+    top_keys = {t.key() for t in tops}
+    rest = [s for s in sorted(wide_pool, key=cost) if s.key() not in top_keys]
     return uniform + fast + tops + spread_evenly(rest, n_wide - len(tops))
 
 

@@ -110,10 +110,10 @@ class Calibration(_M):
         return self
 
     def scale_at(self, resolution: int | None) -> float:
-        return self.scale + self.res_scale.get(resolution, 0.0) if resolution is not None else self.scale
+        return self.scale + self.res_scale.get(resolution, 0.0)  # type: ignore[arg-type]
 
     def offset_at(self, resolution: int | None) -> float:
-        return self.offset_ms + self.res_offset_ms.get(resolution, 0.0) if resolution is not None else self.offset_ms
+        return self.offset_ms + self.res_offset_ms.get(resolution, 0.0)  # type: ignore[arg-type]
 
     def apply(self, points: "list[CalibrationPoint]") -> "list[float]":
         """What the calibration predicts for each point: the one place this linear form is written out
