@@ -22,8 +22,11 @@ from typing import Any, Callable
 
 from hwnas.fileio import atomic_path, write_json
 
-MAX_MEASURED = 4
-"""Candidates measured before training at most (the choice, then the next smaller ones)."""
+MAX_MEASURED = 5
+"""Candidates measured before training at most (the choice, then re-chosen under the measured budget)."""
+MARGIN = 0.03
+"""Before training, a candidate must measure this far under the budget: the delivered file is measured
+again after the whole training time, and a 1-2% wobble then would cost the user the run (exit 3)."""
 
 
 @dataclass
@@ -43,9 +46,10 @@ class DirectRun:
 
 def run_direct(sp: Any, tab: Any, model: Any, ds: Any, budget_ms: float, *, deadline: float,
                supernet_epochs: float, device: str | None, progress: bool, log: Callable[[str], None],
-               check: Callable[[Any], Any], reserve_s: Callable[[Any], float]) -> DirectRun:
+               check: Callable[[Any], Any], reserve_s: Callable[[Any], float], local: bool = True) -> DirectRun:
     """Choose, check and train a subnet within `deadline` (a time.perf_counter() value). `check` is generate's
-    quick measured check of one candidate (its Attempt)."""
+    quick measured check of one candidate (its Attempt); `local`: the table is this machine's, so measurements
+    here are the target's (a table of another device is checked by prediction only)."""
     from types import SimpleNamespace
 
     from hwnas.search.direct import MIN_EPOCHS, choose_for_time, resolution_for
@@ -75,16 +79,17 @@ def run_direct(sp: Any, tab: Any, model: Any, ds: Any, budget_ms: float, *, dead
         f"resolution {resolution} (the images are {size}x{size}), {len(feasible)} subnets within {budget_ms:g} ms predicted; "
         f"chose {macs(sp, pick) / 1e6:.1f}M MACs, about {expected:.1f} epochs in {train_s:.0f} s")
 
-    # measure before training: latency does not depend on the weights
-    order = [pick] + sorted((s for s in feasible if macs(sp, s) < macs(sp, pick)), key=lambda s: -macs(sp, s))
-    attempts = []
-    for sub in order[:MAX_MEASURED]:
+    # measure before training (latency does not depend on the weights); after a miss, choose again under
+    # the budget the measurements say the predictor is off by
+    attempts, tried = [], []
+    sub = pick
+    while sub is not None and len(attempts) < MAX_MEASURED:
+        tried.append(sub)
         attempts.append(check(SimpleNamespace(subnet=sub, predicted_latency_ms=float(model.predict(sub)), predicted_acc=None)))
-        if attempts[-1].within_budget:
-            pick = sub
+        if attempts[-1].within_budget and (not local or attempts[-1].measured_latency_ms <= budget_ms * (1 - MARGIN)):
             break
-    else:  # none measured within the budget: the fastest measured (generate then reports the miss)
-        pick = order[min(range(len(attempts)), key=lambda i: attempts[i].measured_latency_ms)]
+        sub = rechoose(sp, model, feasible, tried, attempts, budget_ms * (1 - MARGIN), epoch_s, train_s)
+    pick = fallback_pick(tried, attempts, budget_ms)
 
     import torch
 
@@ -107,6 +112,35 @@ def run_direct(sp: Any, tab: Any, model: Any, ds: Any, budget_ms: float, *, dead
     return DirectRun(subnet=pick, predicted_latency_ms=float(model.predict(pick)), attempts=attempts,
                      weights=net.cpu().eval(), feasible=feasible, resolution=resolution, expected_epochs=expected,
                      train=info, reason=reason)
+
+
+def rechoose(sp: Any, model: Any, feasible: list[Any], tried: list[Any], attempts: list[Any], target_ms: float,
+             epoch_s: Callable[[Any], float], train_s: float) -> Any | None:
+    """The next candidate after a measured miss: the same rule (`choose_for_time`) over the untried feasible
+    subnets whose prediction, scaled by the worst measured/predicted ratio so far, is within `target_ms`; the
+    fastest predicted untried one when none is; None when every feasible subnet was tried."""
+    from hwnas.search.direct import choose_for_time
+
+    ratio = max(a.measured_latency_ms / max(a.predicted_latency_ms, 1e-9) for a in attempts)
+    keys = {s.key() for s in tried}
+    rest = [s for s in feasible if s.key() not in keys]
+    if not rest:
+        return None
+    pred = {s.key(): float(model.predict(s)) for s in rest}
+    fits = [s for s in rest if pred[s.key()] * ratio <= target_ms]
+    if not fits:
+        return min(rest, key=lambda s: pred[s.key()])
+    return choose_for_time(sp, fits, epoch_s, train_s)[0]
+
+
+def fallback_pick(tried: list[Any], attempts: list[Any], budget_ms: float) -> Any:
+    """What to train: the last candidate if it was accepted (within the budget and its margin), else the one
+    measured fastest among those within the budget, else the fastest measured (generate then reports the miss)."""
+    ok = [i for i, a in enumerate(attempts) if a.within_budget]
+    if ok and ok[-1] == len(attempts) - 1:
+        return tried[-1]
+    pool = ok or range(len(attempts))
+    return tried[min(pool, key=lambda i: attempts[i].measured_latency_ms)]
 
 
 def write_direct_outputs(run: DirectRun, sp: Any, model: Any, val_acc: float, budget_ms: float, out_dir: Path,

@@ -447,8 +447,11 @@ def run_generate(args: argparse.Namespace, work: Path, data: str, budget: float)
     env = dict(os.environ, XDG_CACHE_HOME=str(work / "xdg-cache"))
     code, out, wall = run_cli(cmd, env)
     base = dict(budget_ms=budget, exit_code=code, wall_s=wall, command=cmd)
-    if code == EXIT_NO_CANDIDATE:
-        res = dict(base, no_candidate=True)
+    if code == EXIT_NO_CANDIDATE:  # over the budget when generate measured it: keep what it printed (the model is
+        try:                         # model.over-budget.onnx, re-measured quietly at the end like the others)
+            res = dict(last_json_line(out), **base, no_candidate=True)
+        except ValueError:
+            res = dict(base, no_candidate=True)
     elif code != 0:
         log(f"generate --budget-ms {tag} failed (exit {code}); not saved, a re-run tries again")
         return dict(base, error=f"exit {code}")
@@ -483,7 +486,7 @@ def gen_ms(gen: dict[str, Any]) -> float | None:
 
 
 def winner(gen: dict[str, Any], base: dict[str, Any] | None, budget: float) -> str:
-    g_ok = "val_acc" in gen and within(gen_ms(gen), budget)
+    g_ok = "val_acc" in gen and within(gen_ms(gen), budget) and not gen.get("no_candidate")  # exit 3 delivered nothing
     b_ok = base is not None and "val_acc" in base and within(base.get("measured_latency_ms"), budget)
     if g_ok and b_ok:
         d = gen["val_acc"] - base["val_acc"]  # type: ignore[index]
@@ -593,13 +596,13 @@ def print_generate(g: dict[str, Any]) -> None:
     print("|" + "|".join("---:" for _ in hdr) + "|")
     for r in g["rows"]:
         gen, base, b = r["generate"], r["baseline"] or {}, r["budget_ms"]
-        if gen.get("no_candidate"):
+        if gen.get("no_candidate") and "val_acc" not in gen:
             g_acc, g_ms, g_in = "exit 3", "-", "no candidate"
         elif "error" in gen or not gen:
             g_acc, g_ms, g_in = "failed", "-", "-"
         else:
             g_acc, g_ms = f"{gen['val_acc']:.4f}", f"{gen['measured_latency_ms']:.3f} / {fmt(gen.get('quiet_measured_latency_ms'))}"
-            g_in = "yes" if within(gen_ms(gen), b) else "NO"
+            g_in = ("yes" if within(gen_ms(gen), b) else "NO") + (" (exit 3)" if gen.get("no_candidate") else "")
         arch = "(" + ",".join(map(str, base["arch"])) + ")" if base.get("arch") else "none fits"
         b_acc = "failed" if "error" in base else fmt(base.get("val_acc"), ".4f")
         b_ms = fmt(base.get("measured_latency_ms"))

@@ -95,3 +95,68 @@ def test_step_seconds_leaves_the_network_and_random_streams_alone():
     assert s > 0
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
     assert torch.equal(state, torch.random.get_rng_state())
+
+
+def _attempt(predicted: float, measured: float, budget: float):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(predicted_latency_ms=predicted, measured_latency_ms=measured, within_budget=measured <= budget)
+
+
+def test_rechoose_scales_predictions_by_the_worst_measured_ratio():
+    """After a miss, the next candidate is chosen by the same rule among untried subnets whose prediction,
+    scaled by the measured/predicted ratio, fits; none fitting gives the fastest predicted untried one."""
+    from hwnas.generate_direct import rechoose
+
+    sp = micro_space()
+    model = MacsLatency(sp)
+    feas = feasible_subnets(sp, model, 1e9, 12, pool=300)
+    budget = float(np.median([model.predict(s) for s in feas]))
+    feas = [s for s in feas if model.predict(s) <= budget]
+    first = max(feas, key=lambda s: macs(sp, s))
+    p0 = model.predict(first)
+    atts = [_attempt(p0, 1.25 * p0, budget), _attempt(p0, 1.1 * p0, budget)]  # the worst ratio (1.25) counts
+    cost = lambda s: 1.0  # noqa: E731  every subnet trains the same epochs: the rule takes the largest that fits
+    nxt = rechoose(sp, model, feas, [first], atts, budget, cost, 100.0)
+    assert nxt.key() != first.key() and model.predict(nxt) * 1.25 <= budget
+    assert all(model.predict(s) * 1.25 > budget or macs(sp, s) <= macs(sp, nxt) for s in feas if s.key() != first.key())
+    # a ratio no subnet survives: the fastest predicted one not tried yet
+    nxt = rechoose(sp, model, feas, [first], [_attempt(p0, 100 * p0, budget)], budget, cost, 100.0)
+    assert model.predict(nxt) == min(model.predict(s) for s in feas if s.key() != first.key())
+    assert rechoose(sp, model, feas, feas, atts, budget, cost, 100.0) is None  # every one tried
+
+
+def test_fallback_pick_prefers_the_accepted_then_the_fastest_within_then_the_fastest():
+    from hwnas.generate_direct import fallback_pick
+
+    subs = ["a", "b", "c"]
+    assert fallback_pick(subs, [_attempt(1, 1.2, 1), _attempt(1, 1.1, 1), _attempt(1, 0.9, 1)], 1.0) == "c"
+    assert fallback_pick(subs, [_attempt(1, 0.99, 1), _attempt(1, 0.95, 1), _attempt(1, 1.3, 1)], 1.0) == "b"
+    assert fallback_pick(subs, [_attempt(1, 1.4, 1), _attempt(1, 1.2, 1), _attempt(1, 1.3, 1)], 1.0) == "b"
+
+
+def test_run_direct_measures_again_after_a_miss_and_trains_what_fits_with_its_margin():
+    """The first choice measures 20% over its prediction: the route chooses again under the measured
+    ratio, accepts a candidate only MARGIN under the budget, and trains that one."""
+    import time
+    from types import SimpleNamespace
+
+    from hwnas.generate_direct import MARGIN, run_direct
+
+    sp = micro_space()
+    model = MacsLatency(sp)
+    ds = tiny_dataset()
+    budget = float(np.median([model.predict(s) for s in uniform_subnets(sp, 12)]))
+    seen = []
+
+    def check(cand):
+        measured = 1.2 * cand.predicted_latency_ms  # this machine runs 20% slower than the table says
+        seen.append(cand.subnet)
+        return SimpleNamespace(subnet=cand.subnet.model_dump(mode="json"), predicted_latency_ms=cand.predicted_latency_ms,
+                               measured_latency_ms=measured, within_budget=measured <= budget)
+
+    run = run_direct(sp, None, model, ds, budget, deadline=time.perf_counter() + 4.0, supernet_epochs=0.1, device="cpu",
+                     progress=False, log=lambda m: None, check=check, reserve_s=lambda s: 0.5)
+    assert len(seen) >= 2 and model.predict(seen[0]) * 1.2 > budget  # the first choice missed
+    assert run.subnet.key() == seen[-1].key() and 1.2 * model.predict(run.subnet) <= budget * (1 - MARGIN)
+    assert run.train["iters"] >= 1 and run.attempts[-1].measured_latency_ms <= budget * (1 - MARGIN)

@@ -22,8 +22,13 @@ from hwnas.latency.pieces import mixed_pool
 from hwnas.space import Encoding, Space, Subnet
 from hwnas.space.cost import macs
 
-MIN_EPOCHS = 12.0
-"""Epochs the chosen subnet must get in the training time (when even the smallest cannot, the smallest)."""
+MIN_EPOCHS = 30.0
+"""Epochs the chosen subnet must get in the training time (when even the smallest cannot, the smallest).
+
+Measured on cifar10-small (2-core CPU, BENCHMARKS.md): in 15 minutes the smallest uniform net (15.6M MACs)
+trained 15.7 epochs and scored 0.68, while the 12-epoch rule's picks (26-28M MACs, about 10 epochs) scored
+0.61-0.63. Doubling the epochs was worth about 6 points between 7 and 15 epochs, quadrupling the MACs at
+equal epochs about 6 (H200, 15 epochs): up to a few tens of epochs, epochs buy more than MACs."""
 POOL = 3000
 """Random subnets drawn per resolution tried (half of them leaning to small or large choices)."""
 
