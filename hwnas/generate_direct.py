@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from hwnas.fileio import atomic_path, write_json
 
 MAX_MEASURED = 5
@@ -68,8 +70,13 @@ def run_direct(sp: Any, tab: Any, model: Any, ds: Any, budget_ms: float, *, dead
     n = int(ds.train_x.shape[0])
     iters = max(1, n // recipe.batch_size)
 
-    def epoch_s(sub: Any) -> float:
-        return iters * step_seconds(StaticNet(build_plan(sp, sub)), ds, resolution=sub.resolution, recipe=recipe, device=dev)
+    timed: dict[str, float] = {}
+
+    def epoch_s(sub: Any) -> float:  # timed once per subnet: a re-choice asks again
+        if sub.key() not in timed:
+            timed[sub.key()] = iters * step_seconds(StaticNet(build_plan(sp, sub)), ds, resolution=sub.resolution,
+                                                    recipe=recipe, device=dev)
+        return timed[sub.key()]
 
     smallest = min(feasible, key=lambda s: macs(sp, s))
     reserve = reserve_s(smallest)
@@ -81,6 +88,10 @@ def run_direct(sp: Any, tab: Any, model: Any, ds: Any, budget_ms: float, *, dead
 
     # measure before training (latency does not depend on the weights); after a miss, choose again under
     # the budget the measurements say the predictor is off by
+    from hwnas.space import Encoding
+
+    enc = Encoding(sp)
+    predicted = dict(zip((f.key() for f in feasible), map(float, model.predict_genomes(np.stack([enc.encode(f) for f in feasible])))))
     attempts, tried = [], []
     sub = pick
     while sub is not None and len(attempts) < MAX_MEASURED:
@@ -88,7 +99,7 @@ def run_direct(sp: Any, tab: Any, model: Any, ds: Any, budget_ms: float, *, dead
         attempts.append(check(SimpleNamespace(subnet=sub, predicted_latency_ms=float(model.predict(sub)), predicted_acc=None)))
         if attempts[-1].within_budget and (not local or attempts[-1].measured_latency_ms <= budget_ms * (1 - MARGIN)):
             break
-        sub = rechoose(sp, model, feasible, tried, attempts, budget_ms * (1 - MARGIN), epoch_s, train_s)
+        sub = rechoose(sp, predicted, feasible, tried, attempts, budget_ms * (1 - MARGIN), epoch_s, train_s)
     pick = fallback_pick(tried, attempts, budget_ms)
 
     import torch
@@ -114,11 +125,11 @@ def run_direct(sp: Any, tab: Any, model: Any, ds: Any, budget_ms: float, *, dead
                      train=info, reason=reason)
 
 
-def rechoose(sp: Any, model: Any, feasible: list[Any], tried: list[Any], attempts: list[Any], target_ms: float,
-             epoch_s: Callable[[Any], float], train_s: float) -> Any | None:
+def rechoose(sp: Any, predicted: dict[str, float], feasible: list[Any], tried: list[Any], attempts: list[Any],
+             target_ms: float, epoch_s: Callable[[Any], float], train_s: float) -> Any | None:
     """The next candidate after a measured miss: the same rule (`choose_for_time`) over the untried feasible
-    subnets whose prediction, scaled by the worst measured/predicted ratio so far, is within `target_ms`; the
-    fastest predicted untried one when none is; None when every feasible subnet was tried."""
+    subnets whose prediction (`predicted`, by subnet key), scaled by the worst measured/predicted ratio so far,
+    is within `target_ms`; the fastest predicted untried one when none is; None when every one was tried."""
     from hwnas.search.direct import choose_for_time
 
     ratio = max(a.measured_latency_ms / max(a.predicted_latency_ms, 1e-9) for a in attempts)
@@ -126,7 +137,7 @@ def rechoose(sp: Any, model: Any, feasible: list[Any], tried: list[Any], attempt
     rest = [s for s in feasible if s.key() not in keys]
     if not rest:
         return None
-    pred = {s.key(): float(model.predict(s)) for s in rest}
+    pred = {s.key(): predicted[s.key()] for s in rest}
     fits = [s for s in rest if pred[s.key()] * ratio <= target_ms]
     if not fits:
         return min(rest, key=lambda s: pred[s.key()])

@@ -117,13 +117,14 @@ def test_rechoose_scales_predictions_by_the_worst_measured_ratio():
     p0 = model.predict(first)
     atts = [_attempt(p0, 1.25 * p0, budget), _attempt(p0, 1.1 * p0, budget)]  # the worst ratio (1.25) counts
     cost = lambda s: 1.0  # noqa: E731  every subnet trains the same epochs: the rule takes the largest that fits
-    nxt = rechoose(sp, model, feas, [first], atts, budget, cost, 100.0)
+    pred = {s.key(): model.predict(s) for s in feas}
+    nxt = rechoose(sp, pred, feas, [first], atts, budget, cost, 100.0)
     assert nxt.key() != first.key() and model.predict(nxt) * 1.25 <= budget
     assert all(model.predict(s) * 1.25 > budget or macs(sp, s) <= macs(sp, nxt) for s in feas if s.key() != first.key())
     # a ratio no subnet survives: the fastest predicted one not tried yet
-    nxt = rechoose(sp, model, feas, [first], [_attempt(p0, 100 * p0, budget)], budget, cost, 100.0)
+    nxt = rechoose(sp, pred, feas, [first], [_attempt(p0, 100 * p0, budget)], budget, cost, 100.0)
     assert model.predict(nxt) == min(model.predict(s) for s in feas if s.key() != first.key())
-    assert rechoose(sp, model, feas, feas, atts, budget, cost, 100.0) is None  # every one tried
+    assert rechoose(sp, pred, feas, feas, atts, budget, cost, 100.0) is None  # every one tried
 
 
 def test_fallback_pick_prefers_the_accepted_then_the_fastest_within_then_the_fastest():
