@@ -967,7 +967,8 @@ def render_report(res: GenerateResult, exp: Any, tab: Any, space: Any, search: A
                   f"`{Path(res.ort_config).name}` (operators for a reduced build: `--include_ops_by_config`).", ""]
     n_exp = sum(a.kind == "export" for a in res.attempts)
     lines += ["## Budget check", "",
-              f"Candidates were timed as deployed (`check`: the graph with untrained weights, before fine-tuning; `export`: the "
+              f"Candidates were timed as deployed (`check`: the graph with untrained weights, before "
+              f"{'training' if res.route == 'direct' else 'fine-tuning'}; `export`: the "
               f"delivered file, measured with the tables' protocol and again as an application calls it, the slower counts); {n_exp} export attempt(s), at most {MAX_EXPORT_ATTEMPTS}"
               + (f"; an INT8 model losing more than {100 * INT8_MAX_DROP:g} point(s) of accuracy sends generate to the next candidate" if res.precision == "int8" else "")
               + ":", "",

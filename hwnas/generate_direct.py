@@ -120,6 +120,9 @@ def run_direct(sp: Any, tab: Any, model: Any, ds: Any, budget_ms: float, *, dead
               f"for its accuracies to rank subnets, so none was trained: the largest subnet within the budget at the data's "
               f"resolution ({resolution}) that trains at least {MIN_EPOCHS:g} epochs in the time left was trained from scratch "
               f"({info['epochs']:g} epochs)")
+    if len(attempts) > 1:
+        reason += (f"; the first {len(attempts) - 1} candidate(s) measured over the budget or within {MARGIN:.0%} of it, so "
+                   f"the choice was made again among subnets whose prediction, scaled by the measured/predicted ratio, fits")
     return DirectRun(subnet=pick, predicted_latency_ms=float(model.predict(pick)), attempts=attempts,
                      weights=net.cpu().eval(), feasible=feasible, resolution=resolution, expected_epochs=expected,
                      train=info, reason=reason)

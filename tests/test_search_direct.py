@@ -161,3 +161,4 @@ def test_run_direct_measures_again_after_a_miss_and_trains_what_fits_with_its_ma
     assert len(seen) >= 2 and model.predict(seen[0]) * 1.2 > budget  # the first choice missed
     assert run.subnet.key() == seen[-1].key() and 1.2 * model.predict(run.subnet) <= budget * (1 - MARGIN)
     assert run.train["iters"] >= 1 and run.attempts[-1].measured_latency_ms <= budget * (1 - MARGIN)
+    assert f"the first {len(seen) - 1} candidate(s) measured over the budget" in run.reason
