@@ -100,7 +100,7 @@ def run_direct(sp: Any, tab: Any, model: Any, ds: Any, budget_ms: float, *, dead
         if attempts[-1].within_budget and (not local or attempts[-1].measured_latency_ms <= budget_ms * (1 - MARGIN)):
             break
         sub = rechoose(sp, predicted, feasible, tried, attempts, budget_ms * (1 - MARGIN), epoch_s, train_s)
-    pick = fallback_pick(tried, attempts, budget_ms)
+    pick = fallback_pick(tried, attempts)
 
     import torch
 
@@ -140,14 +140,13 @@ def rechoose(sp: Any, predicted: dict[str, float], feasible: list[Any], tried: l
     rest = [s for s in feasible if s.key() not in keys]
     if not rest:
         return None
-    pred = {s.key(): predicted[s.key()] for s in rest}
-    fits = [s for s in rest if pred[s.key()] * ratio <= target_ms]
+    fits = [s for s in rest if predicted[s.key()] * ratio <= target_ms]
     if not fits:
-        return min(rest, key=lambda s: pred[s.key()])
+        return min(rest, key=lambda s: predicted[s.key()])
     return choose_for_time(sp, fits, epoch_s, train_s)[0]
 
 
-def fallback_pick(tried: list[Any], attempts: list[Any], budget_ms: float) -> Any:
+def fallback_pick(tried: list[Any], attempts: list[Any]) -> Any:
     """What to train: the last candidate if it was accepted (within the budget and its margin), else the one
     measured fastest among those within the budget, else the fastest measured (generate then reports the miss)."""
     ok = [i for i, a in enumerate(attempts) if a.within_budget]

@@ -131,9 +131,9 @@ def test_fallback_pick_prefers_the_accepted_then_the_fastest_within_then_the_fas
     from hwnas.generate_direct import fallback_pick
 
     subs = ["a", "b", "c"]
-    assert fallback_pick(subs, [_attempt(1, 1.2, 1), _attempt(1, 1.1, 1), _attempt(1, 0.9, 1)], 1.0) == "c"
-    assert fallback_pick(subs, [_attempt(1, 0.99, 1), _attempt(1, 0.95, 1), _attempt(1, 1.3, 1)], 1.0) == "b"
-    assert fallback_pick(subs, [_attempt(1, 1.4, 1), _attempt(1, 1.2, 1), _attempt(1, 1.3, 1)], 1.0) == "b"
+    assert fallback_pick(subs, [_attempt(1, 1.2, 1), _attempt(1, 1.1, 1), _attempt(1, 0.9, 1)]) == "c"
+    assert fallback_pick(subs, [_attempt(1, 0.99, 1), _attempt(1, 0.95, 1), _attempt(1, 1.3, 1)]) == "b"
+    assert fallback_pick(subs, [_attempt(1, 1.4, 1), _attempt(1, 1.2, 1), _attempt(1, 1.3, 1)]) == "b"
 
 
 def test_run_direct_measures_again_after_a_miss_and_trains_what_fits_with_its_margin():
