@@ -20,8 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-
 from hwnas.fileio import atomic_path, write_json
 
 MAX_MEASURED = 5
@@ -54,7 +52,7 @@ def run_direct(sp: Any, tab: Any, model: Any, ds: Any, budget_ms: float, *, dead
     here are the target's (a table of another device is checked by prediction only)."""
     from types import SimpleNamespace
 
-    from hwnas.search.direct import MIN_EPOCHS, choose_for_time, resolution_for
+    from hwnas.search.direct import MIN_EPOCHS, choose_for_time, predict_latencies, resolution_for
     from hwnas.space import build_plan
     from hwnas.space.cost import macs
     from hwnas.supernet import StaticNet, init_weights, zero_init_residual
@@ -64,9 +62,10 @@ def run_direct(sp: Any, tab: Any, model: Any, ds: Any, budget_ms: float, *, dead
     dev = resolve_device(device)
     recipe = StandaloneRecipe()
     size = int(ds.train_x.shape[-1])
-    resolution, feasible = resolution_for(sp, model, budget_ms, size)
+    resolution, feasible, predicted = resolution_for(sp, model, budget_ms, size)
     if not feasible:  # generate checked the budget against the fastest subnet; a pool can still miss it
         feasible = [sp.smallest().model_copy(update={"resolution": resolution})]
+        predicted = predict_latencies(sp, model, feasible)
     n = int(ds.train_x.shape[0])
     iters = max(1, n // recipe.batch_size)
 
@@ -88,15 +87,11 @@ def run_direct(sp: Any, tab: Any, model: Any, ds: Any, budget_ms: float, *, dead
 
     # measure before training (latency does not depend on the weights); after a miss, choose again under
     # the budget the measurements say the predictor is off by
-    from hwnas.space import Encoding
-
-    enc = Encoding(sp)
-    predicted = dict(zip((f.key() for f in feasible), map(float, model.predict_genomes(np.stack([enc.encode(f) for f in feasible])))))
     attempts, tried = [], []
     sub = pick
     while sub is not None and len(attempts) < MAX_MEASURED:
         tried.append(sub)
-        attempts.append(check(SimpleNamespace(subnet=sub, predicted_latency_ms=float(model.predict(sub)), predicted_acc=None)))
+        attempts.append(check(SimpleNamespace(subnet=sub, predicted_latency_ms=predicted[sub.key()], predicted_acc=None)))
         if attempts[-1].within_budget and (not local or attempts[-1].measured_latency_ms <= budget_ms * (1 - MARGIN)):
             break
         sub = rechoose(sp, predicted, feasible, tried, attempts, budget_ms * (1 - MARGIN), epoch_s, train_s)
@@ -123,7 +118,7 @@ def run_direct(sp: Any, tab: Any, model: Any, ds: Any, budget_ms: float, *, dead
     if len(attempts) > 1:
         reason += (f"; the first {len(attempts) - 1} candidate(s) measured over the budget or within {MARGIN:.0%} of it, so "
                    f"the choice was made again among subnets whose prediction, scaled by the measured/predicted ratio, fits")
-    return DirectRun(subnet=pick, predicted_latency_ms=float(model.predict(pick)), attempts=attempts,
+    return DirectRun(subnet=pick, predicted_latency_ms=predicted[pick.key()], attempts=attempts,
                      weights=net.cpu().eval(), feasible=feasible, resolution=resolution, expected_epochs=expected,
                      train=info, reason=reason)
 

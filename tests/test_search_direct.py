@@ -60,9 +60,11 @@ def test_resolution_falls_back_below_the_native_one_when_nothing_fits_there():
     at8 = model.predict(sp.smallest().model_copy(update={"resolution": 8}))
     at12 = model.predict(sp.smallest().model_copy(update={"resolution": 12}))
     assert at8 < at12
-    r, feas = resolution_for(sp, model, (at8 + at12) / 2, image_size=12)
+    r, feas, lat = resolution_for(sp, model, (at8 + at12) / 2, image_size=12)
     assert r == 8 and feas
-    r, _ = resolution_for(sp, model, at12 * 1.01, image_size=12)
+    assert set(lat) == {s.key() for s in feas}  # the predictions the direct route re-chooses by, one per feasible subnet
+    assert all(abs(lat[s.key()] - model.predict(s)) < 1e-9 and lat[s.key()] <= (at8 + at12) / 2 for s in feas)
+    r, _, _ = resolution_for(sp, model, at12 * 1.01, image_size=12)
     assert r == 12
 
 

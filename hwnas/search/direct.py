@@ -46,30 +46,45 @@ def uniform_subnets(space: Space, resolution: int) -> list[Subnet]:
             for d in common("depths") for k in common("kernels") for e in common("expands")]
 
 
+def predict_latencies(space: Space, model: LatencyModel, subs: list[Subnet]) -> dict[str, float]:
+    """Predicted latency (ms) by subnet key, in one vectorised call."""
+    if not subs:
+        return {}
+    enc = Encoding(space)
+    lat = model.predict_genomes(np.stack([enc.encode(s) for s in subs]))
+    return {s.key(): float(ms) for s, ms in zip(subs, lat)}
+
+
 def feasible_subnets(space: Space, model: LatencyModel, budget_ms: float, resolution: int, seed: int = 0,
                      pool: int = POOL) -> list[Subnet]:
     """Distinct subnets at `resolution` predicted within `budget_ms`: the uniform ones and a seeded random pool."""
+    return feasible_with_latency(space, model, budget_ms, resolution, seed, pool)[0]
+
+
+def feasible_with_latency(space: Space, model: LatencyModel, budget_ms: float, resolution: int, seed: int = 0,
+                          pool: int = POOL) -> tuple[list[Subnet], dict[str, float]]:
+    """`feasible_subnets` with their predicted latencies by key (the caller re-chooses by them)."""
     rng = np.random.default_rng([seed, resolution, 2024])
     subs: dict[str, Subnet] = {s.key(): s for s in uniform_subnets(space, resolution)}
     for s in mixed_pool(space, rng, pool):
         s = space.validate_subnet(dict(s.model_dump(exclude={"space"}), resolution=resolution))
         subs.setdefault(s.key(), s)
-    cand = list(subs.values())
-    enc = Encoding(space)
-    lat = model.predict_genomes(np.stack([enc.encode(s) for s in cand]))
-    return [s for s, ms in zip(cand, lat) if ms <= budget_ms]
+    lat = predict_latencies(space, model, list(subs.values()))
+    feasible = [s for k, s in subs.items() if lat[k] <= budget_ms]
+    return feasible, {s.key(): lat[s.key()] for s in feasible}
 
 
-def resolution_for(space: Space, model: LatencyModel, budget_ms: float, image_size: int, seed: int = 0) -> tuple[int, list[Subnet]]:
+def resolution_for(space: Space, model: LatencyModel, budget_ms: float, image_size: int, seed: int = 0
+                   ) -> tuple[int, list[Subnet], dict[str, float]]:
     """The native resolution if any subnet fits the budget there, else the closest lower (then higher)
-    resolution that has one; with that resolution's feasible subnets."""
+    resolution that has one; with that resolution's feasible subnets and their predicted latencies by key."""
     native = native_resolution(space, image_size)
     order = sorted((r for r in model.resolutions if r <= native), reverse=True) + sorted(r for r in model.resolutions if r > native)
     for r in order:
-        feasible = feasible_subnets(space, model, budget_ms, r, seed)
+        feasible, lat = feasible_with_latency(space, model, budget_ms, r, seed)
         if feasible:
-            return r, feasible
-    return order[0], []
+            return r, feasible, lat
+    return order[0], [], {}
 
 
 def choose_for_time(space: Space, feasible: list[Subnet], seconds_per_epoch: Callable[[Subnet], float],
