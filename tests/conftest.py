@@ -33,11 +33,12 @@ def _quiet_machine():
     the machine that runs the suite is busy must not decide a test."""
     from hwnas.latency import profile
 
-    real = {k: getattr(profile, k) for k in ("busy_limit", "REPEAT_NOISE_PCT", "REPEAT_NOISE_P90_PCT")}
+    real = {k: getattr(profile, k) for k in ("busy_limit", "REPEAT_NOISE_PCT", "REPEAT_NOISE_P90_PCT", "DRIFT_PCT")}
     mp = pytest.MonkeyPatch()
     mp.setattr(profile, "busy_limit", lambda threads: float("inf"))
     mp.setattr(profile, "REPEAT_NOISE_PCT", float("inf"))
     mp.setattr(profile, "REPEAT_NOISE_P90_PCT", float("inf"))
+    mp.setattr(profile, "DRIFT_PCT", float("inf"))
     yield real
     mp.undo()
 

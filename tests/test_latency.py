@@ -513,6 +513,27 @@ def test_judge_noise_flags_a_busy_or_noisy_machine():
 
 
 @pytest.mark.real_load
+def test_judge_noise_separates_a_common_speed_shift_from_disagreement():
+    """Two runs 2.1% apart for every subnet reorder nothing: trusted (the budget is measured anyway); the same
+    median |difference| from subnets that disagree with each other is not, nor a shift beyond DRIFT_PCT."""
+    from hwnas.latency.profile import DRIFT_PCT, judge_noise
+
+    def judged(a, b):
+        a, b = np.asarray(a, float), np.asarray(b, float)
+        return judge_noise(0.0, np.abs(a - b) / ((a + b) / 2) * 100, load_avg_max=None, rounds=1, ratios=b / a)
+
+    a = np.linspace(0.5, 1.5, 40)
+    shifted = judged(a, a * 1.021)
+    assert shifted.trusted and shifted.repeat_noise_pct > 2.0  # the old, raw judgement would have refused it
+    assert shifted.drift_pct == pytest.approx(2.1, abs=1e-3) and shifted.scatter_pct == pytest.approx(0.0, abs=1e-6)
+    signs = np.where(np.arange(40) % 2 == 0, 1.0, -1.0)
+    scattered = judged(a, a * (1 + 0.021 * signs))  # the same |difference| per subnet, half of them up, half down
+    assert not scattered.trusted and "beyond a common shift" in scattered.reason
+    moved = judged(a, a * (1 + (DRIFT_PCT + 1) / 100))
+    assert not moved.trusted and "speed moved" in moved.reason and moved.scatter_pct == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.real_load
 def test_load_monitor_sees_another_busy_process():
     import subprocess
     import sys

@@ -74,8 +74,9 @@ def _summary(table, path: str, seconds: float) -> tuple[dict, str]:
     if table.noise is not None:
         nz = table.noise
         d["noise"] = nz.model_dump()
+        shift = "" if nz.drift_pct is None else f" ({nz.scatter_pct:.2f}% beyond a common shift of {nz.drift_pct:+.2f}%)"
         human += (f"\nmachine while measuring: other processes {nz.others_cores:.2f} cores, repeat noise {nz.repeat_noise_pct:.2f}% "
-                  f"(median), {nz.rounds} round(s): " + ("trusted" if nz.trusted else f"NOT TRUSTED ({nz.reason})"))
+                  f"(median){shift}, {nz.rounds} round(s): " + ("trusted" if nz.trusted else f"NOT TRUSTED ({nz.reason})"))
     return d, human
 
 

@@ -130,6 +130,11 @@ class NoiseReport(_M):
     load_avg_max: float | None = Field(default=None, ge=0.0, description="highest 1-minute load average seen")
     repeat_noise_pct: float = Field(ge=0.0, description="median |run 1 - run 2| / mean of the calibration subnets")
     repeat_noise_p90_pct: float = Field(ge=0.0)
+    drift_pct: float | None = Field(default=None, description="median run 2 / run 1 - 1: the whole machine's speed moving "
+                                    "between the two runs (a level shift, which the measured budget check covers)")
+    scatter_pct: float | None = Field(default=None, description="median |run 2 / run 1 / (1 + drift) - 1|: disagreement "
+                                      "left after the level shift, what would reorder subnets (none: not computed)")
+    scatter_p90_pct: float | None = Field(default=None, ge=0.0)
     rounds: int = Field(ge=1, description="measurement rounds: 1, plus one per re-measurement of a noisy machine")
     trusted: bool
     reason: str = Field(default="", description="why the table is not trusted (empty when it is)")
