@@ -250,8 +250,9 @@ taken out, above this: too noisy (quiet: ~0.5%)."""
 REPEAT_NOISE_P90_PCT = 6.0
 DRIFT_PCT = 5.0
 """A level shift between the two runs above this: the machine's speed is moving too much to trust the table.
-Below it, a shift moves every prediction alike (the ranking stays, and generate measures the budget); before the
-shift was separated, a 2.1% shift with little else (an INT8 table of mbv3-cifar) was refused as noise."""
+Below it, a shift moves every prediction alike (the ranking stays, and generate measures the budget). Whole-network
+timings were seen to drift together by several percent from one pass to the next (BENCHMARKS.md, issue 10): judged
+raw, such a shift alone refused a table whose subnets agreed with each other."""
 MAX_ROUNDS = 2
 """Measurement rounds at most: a busy or noisy round is measured once more."""
 
