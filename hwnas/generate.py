@@ -130,6 +130,8 @@ class GenerateResult(BaseModel):
     schedule: str = ""
     int8_finalists: list[Int8Finalist] = Field(default_factory=list, description="with --int8 (supernet route): the front's "
                                                "finalists scored quantised; generate started from the best INT8 one")
+    machine_drift_pct: float | None = Field(default=None, description="after a measured miss on this machine: how much "
+                                            "slower (+, %) it runs the table's own reference subnets now than when profiled")
     route: str = Field(default="supernet", description="supernet (train or reuse, search, fine-tune) or direct (no supernet: "
                        "the time budget could not train one; a subnet chosen by rule and trained from scratch)")
 
@@ -467,6 +469,7 @@ def _generate(budget_ms: float, out: str | os.PathLike[str], *, data: str, space
     t = time.perf_counter()
     delivery = export_within_budget(net, ds, tab, front, cand, attempts, budget_ms, out_dir, local=local, int8=int8,
                                     ort_format=ort_format, tuned=tuned, progress=progress)
+    explain_miss(delivery, tab, local=local, progress=progress)
     exp, attempts = delivery.export, delivery.attempts
     stages["export"] = time.perf_counter() - t
     feed_back_measured(tab, sp, attempts, table_path, cached=table_cache != "given", local=local, progress=progress)
@@ -547,6 +550,7 @@ def _finish_direct(direct: Any, sp: Any, tab: Any, predictor: Any, ds: Any, budg
     cand = SimpleNamespace(subnet=direct.subnet, predicted_latency_ms=direct.predicted_latency_ms, predicted_acc=None)
     delivery = export_within_budget(Supernet(sp), ds, tab, [], cand, direct.attempts, budget_ms, out_dir, local=local,
                                     int8=int8, ort_format=ort_format, tuned=direct.weights, progress=progress)
+    explain_miss(delivery, tab, local=local, progress=progress)
     exp, attempts, files = delivery.export, delivery.attempts, delivery.files
     stages["export"] = time.perf_counter() - t
     feed_back_measured(tab, sp, attempts, table_path, cached=table_cache != "given", local=local, progress=progress)
@@ -577,7 +581,7 @@ def _finish_direct(direct: Any, sp: Any, tab: Any, predictor: Any, ds: Any, budg
 def _delivery_fields(delivery: Delivery, int8: bool) -> dict[str, Any]:
     """GenerateResult fields that describe what export_within_budget delivered (precision, fp32 twin, .ort)."""
     exp, files = delivery.export, delivery.files
-    return dict(precision="int8" if int8 else "fp32", fp32_onnx=str(files["fp32"]) if "fp32" in files else None,
+    return dict(machine_drift_pct=delivery.machine_drift_pct, precision="int8" if int8 else "fp32", fp32_onnx=str(files["fp32"]) if "fp32" in files else None,
                 fp32_val_acc=exp.val_acc, int8_acc_change=exp.int8_acc_change if int8 else None,
                 export_latency_ms=delivery.export_ms, ort=str(files["ort"]) if "ort" in files else None,
                 ort_config=str(files["ort_config"]) if "ort_config" in files else None)
@@ -591,8 +595,42 @@ def _raise_if_over(res: GenerateResult, delivery: Delivery, budget_ms: float, re
 
     raise BudgetNotMet(
         f"no candidate measured within the {budget_ms:g} ms budget after {len(res.attempts)} attempt(s): the fastest measured "
-        f"{delivery.fastest_ms:.4f} ms; the model is left only as {delivery.files['onnx']} (see {report_path})",
+        f"{delivery.fastest_ms:.4f} ms; the model is left only as {delivery.files['onnx']} (see {report_path})"
+        + (f". {drift_sentence(delivery)}" if drift_sentence(delivery) else ""),
         res.model_dump(mode="json"))
+
+
+SLOWER_PCT = 5.0
+"""After a miss, reference subnets running this much slower than the table recorded: the machine, not the
+choice, missed the budget (the profiler refuses a table whose own two runs drift this far apart)."""
+
+
+def explain_miss(delivery: Delivery, tab: Any, *, local: bool, progress: bool) -> None:
+    """After a measured miss on this machine, time the table's reference subnets once more (a few seconds): a
+    machine running slower than when it was profiled explains the miss, and the report and the error say so."""
+    if delivery.within_budget or not local:
+        return
+    from hwnas.latency.validate import drift_now
+
+    try:
+        delivery.machine_drift_pct = drift_now(tab, progress=progress)
+    except Exception as e:  # noqa: BLE001 - a diagnosis must not turn a miss into a crash
+        _log(progress, f"note: could not re-time the reference subnets ({type(e).__name__}: {e})")
+        return
+    sentence = drift_sentence(delivery)
+    if sentence:
+        delivery.warnings.append(sentence)
+        _log(progress, f"note: {sentence}")
+
+
+def drift_sentence(delivery: Delivery) -> str:
+    d = delivery.machine_drift_pct
+    if d is None or d <= SLOWER_PCT:
+        return ""
+    return (f"this machine now runs the latency table's own reference subnets {d:+.1f}% slower than when the table was "
+            f"profiled; at that speed the model would take about {delivery.measured_ms / (1 + d / 100):.3f} ms. The machine's "
+            f"speed, not the choice, missed the budget: run again once it is back to its usual speed, or profile it again "
+            f"(`hwnas profile`) if this is its speed now")
 
 
 def sized_search(net: Any, ds: Any, seconds: float, val_images: int) -> Any:
@@ -731,6 +769,7 @@ class Delivery:
     fastest_ms: float
     predicted_acc: float | None
     warnings: list[str] = field(default_factory=list)
+    machine_drift_pct: float | None = None
 
 
 def export_within_budget(net: Any, ds: Any, tab: Any, front: list[Any], first: Any, attempts: list[Attempt], budget_ms: float,

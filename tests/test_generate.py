@@ -180,6 +180,9 @@ def test_no_candidate_within_budget_exits_3_and_leaves_only_the_over_budget_mode
 
     monkeypatch.setattr(stages, "measure_model", fake_measure)
     monkeypatch.setattr(stages, "measure_as_called", fake_measure)
+    import hwnas.latency.validate as validate
+
+    monkeypatch.setattr(validate, "drift_now", lambda tab, space=None, **k: 12.0)  # the machine slowed since profiling
     real = gen.generate
     monkeypatch.setattr(gen, "generate", lambda b, o, **k: real(b, o, **{**k, **KW}))
     out = tmp_path / "over"
@@ -197,6 +200,39 @@ def test_no_candidate_within_budget_exits_3_and_leaves_only_the_over_budget_mode
     assert f"{fastest:.4f} ms" in cap.err and "model.over-budget.onnx" in cap.err and "Traceback" not in cap.err
     assert read_metadata(out / "model.over-budget.onnx").subnet == r["subnet"]
     assert "no candidate measured within it" in (out / "report.md").read_text()
+    # the miss is explained: the machine runs the table's own reference subnets 12% slower than when profiled
+    assert r["machine_drift_pct"] == 12.0 and "+12.0% slower" in cap.err
+    assert f"about {r['measured_latency_ms'] / 1.12:.3f} ms" in cap.err and "+12.0% slower" in (out / "report.md").read_text()
+
+
+def test_drift_now_times_the_tables_reference_subnets_against_what_it_recorded(first_run, monkeypatch):
+    """drift_now: the table's own calibration subnets timed once more; median now/recorded - 1, in percent."""
+    from hwnas.latency import load_table, validate
+    from hwnas.runtime import ortbench
+
+    tab = load_table(first_run[0]["table"])
+    refs = validate.reference_subnets(tab, tab.get_space())
+    assert refs
+    recorded = {f"ref{i}": rec for i, (_, rec) in enumerate(refs)}
+    seen = []
+
+    def slower(jobs, *a, **k):
+        seen.extend(j["key"] for j in jobs)
+        return {j["key"]: {"median_ms": recorded[j["key"]] * 1.2} for j in jobs}
+
+    monkeypatch.setattr(ortbench, "measure_many", slower)
+    assert validate.drift_now(tab) == pytest.approx(20.0)
+    assert sorted(seen) == sorted(recorded)  # every reference, exported and timed once
+
+
+def test_drift_sentence_only_when_the_machine_is_clearly_slower():
+    from hwnas.generate import SLOWER_PCT, Delivery, drift_sentence
+
+    d = Delivery(export=None, attempts=[], files={}, within_budget=False, measured_ms=1.2, export_ms=1.2, fastest_ms=1.2,
+                 predicted_acc=None)
+    for drift, said in [(None, False), (SLOWER_PCT - 0.1, False), (-12.0, False), (SLOWER_PCT + 5, True)]:
+        d.machine_drift_pct = drift
+        assert bool(drift_sentence(d)) is said
 
 
 def test_generate_int8_delivers_int8_model_fp32_beside_it_and_ort(first_run, tiny_folder, tmp_path):

@@ -192,6 +192,28 @@ def reference_subnets(table: LatencyTable, space: Space, n: int = REFERENCE_SUBN
     return [(space.validate_subnet(profiled[i].subnet), profiled[i].measured_ms) for i in pick]
 
 
+def drift_now(table: LatencyTable, space: Space | None = None, *, n: int = REFERENCE_SUBNETS, progress: bool = False) -> float | None:
+    """How much slower (+) or faster (-) this machine runs the table's own reference subnets now than when the table
+    was profiled, in percent (one more timing of each); None when the table stores none. generate asks after a
+    measured miss: a long training can leave the machine slower than it was (seen: +10% on a 2-core VM after 45
+    minutes), and the user should know whether the model or the machine missed the budget."""
+    space = space or table.get_space()  # the networks exactly as profiled (its classes, not the data's)
+    refs = reference_subnets(table, space, n)
+    if not refs:
+        return None
+    fp = table.fingerprint
+    with tempfile.TemporaryDirectory(prefix="hwnas-drift-") as d:
+        jobs = []
+        for i, (sub, _) in enumerate(refs):
+            f = Path(d) / f"ref{i}.onnx"
+            f.write_bytes(export_subnet(space, sub, int8=table.int8))
+            jobs.append({"key": f"ref{i}", "model": str(f), "shape": [1, space.in_channels, sub.resolution, sub.resolution],
+                         "dim_overrides": {}})
+        run = ortbench.measure_many(jobs, table.protocol.model_dump(), fp.threads, fp.provider, progress,
+                                    label="re-timing reference subnets", chunk=16)
+    return machine_drift_pct([(run[f"ref{i}"]["median_ms"], run[f"ref{i}"]["median_ms"], rec) for i, (_, rec) in enumerate(refs)])
+
+
 def machine_drift_pct(times: list[tuple[float, float, float]]) -> float | None:
     """Median of (now / recorded - 1) in percent over the reference networks, `now` being the mean of
     validation's two runs; None without references. Positive: the machine runs the table's own networks
