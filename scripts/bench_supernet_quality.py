@@ -347,10 +347,13 @@ def part_quality(args: argparse.Namespace, work: Path, data: str) -> dict[str, A
         write_json(inh_path, inherited)
         del sup
 
-    jobs = [Job(work / f"alone-{i}.json", train_alone_job,
+    def alone_path(i: int, k: int) -> Path:  # seed 0 keeps the old name, so earlier runs are reused
+        return work / (f"alone-{i}.json" if k == 0 else f"alone-{i}-s{k}.json")
+
+    jobs = [Job(alone_path(i, k), train_alone_job,
                 dict(space=space.model_dump(mode="json"), subnet=s.model_dump(mode="json"), data=data,
-                     epochs=epochs, seed=args.seed + i, index=i, device=args.device))
-            for i, s in enumerate(subs)]
+                     epochs=epochs, seed=args.seed + i + 1000 * k, index=i, device=args.device))
+            for k in range(args.alone_seeds) for i, s in enumerate(subs)]
     # a stale alone-i.json (another subnet choice or epoch count) would silently pair wrong results
     for j in jobs:
         if j.out.exists():
@@ -358,18 +361,27 @@ def part_quality(args: argparse.Namespace, work: Path, data: str) -> dict[str, A
             if old.get("subnet") != j.kwargs["subnet"] or abs(float(old.get("epochs", 0)) - epochs) > 0.05 * epochs + 1e-9:
                 log(f"{j.out.name}: from another subnet or epoch count; training again")
                 j.out.unlink()
-    log(f"training {len(jobs)} subnets alone for {epochs:g} epochs each ({args.jobs} at a time)")
+    log(f"training {len(subs)} subnets alone for {epochs:g} epochs each, {args.alone_seeds} seed(s) ({args.jobs} at a time)")
     alone = run_pool(jobs, args.jobs)
 
     rows = []
-    for i, (s, j) in enumerate(zip(subs, jobs)):
-        a = alone.get(j.out, {})
+    for i, s in enumerate(subs):
+        runs = [alone.get(alone_path(i, k), {}) for k in range(args.alone_seeds)]
+        accs = [a["val_acc"] for a in runs if a.get("val_acc") is not None]
+        errors = [a["error"] for a in runs if a.get("error")]
         rows.append(dict(index=i, subnet=s.model_dump(mode="json"), macs=macs_of(space, s), inherited=inherited[s.key()],
-                         alone=a.get("val_acc"), alone_seconds=a.get("seconds"), alone_epochs=a.get("epochs"),
-                         alone_images_per_s=a.get("images_per_s"), error=a.get("error")))
+                         alone=float(np.mean(accs)) if accs and not errors else None, alone_seeds=accs,
+                         alone_seconds=sum(a.get("seconds") or 0.0 for a in runs) or None, alone_epochs=runs[0].get("epochs"),
+                         alone_images_per_s=runs[0].get("images_per_s"), error=errors[0] if errors else None))
     ok = [r for r in rows if r["alone"] is not None]
     inh = np.array([r["inherited"] for r in ok])
     aln = np.array([r["alone"] for r in ok])
+    # how well the alone networks rank themselves: tau between two seeds of the same 8 networks (the ceiling that
+    # measurement noise puts on tau against the alone column)
+    two = [r for r in ok if len(r["alone_seeds"]) >= 2]
+    tau_seeds = float(kendalltau([r["alone_seeds"][0] for r in two], [r["alone_seeds"][1] for r in two]).statistic) \
+        if len(two) > 1 else float("nan")
+    seed_sd = float(np.mean([np.std(r["alone_seeds"], ddof=1) for r in two])) if two else float("nan")
     mean_diff = float((inh - aln).mean()) if ok else float("nan")
     tau = float(kendalltau(inh, aln).statistic) if len(ok) > 1 else float("nan")
     all_inh = np.array([r["inherited"] for r in rows])
@@ -379,7 +391,8 @@ def part_quality(args: argparse.Namespace, work: Path, data: str) -> dict[str, A
     return dict(
         space=space.name, data=data, train_images=int(ds.train_x.shape[0]), val_images=int(ds.val_x.shape[0]),
         supernet=sn, supernet_epochs=epochs, rows=rows,
-        mean_diff=mean_diff, kendall_tau=tau, spearman_macs=rho,
+        mean_diff=mean_diff, kendall_tau=tau, spearman_macs=rho, alone_seeds=args.alone_seeds,
+        kendall_tau_alone_seeds=tau_seeds, alone_seed_sd=seed_sd,
         met=dict(mean_diff=bool(mean_diff >= TARGET_MEAN_DIFF), kendall_tau=bool(tau >= TARGET_TAU),
                  spearman_macs=bool(rho >= TARGET_SPEARMAN)),
         time_budget_s=budget, train_wall_s=wall,
@@ -396,6 +409,8 @@ def print_quality(q: dict[str, Any]) -> None:
     for r in q["rows"]:
         diff = None if r["alone"] is None else r["inherited"] - r["alone"]
         alone = fmt(r["alone"], ".4f") if r["error"] is None else "failed"
+        if len(r.get("alone_seeds") or []) > 1:
+            alone += " (" + ", ".join(f"{a:.4f}" for a in r["alone_seeds"]) + ")"
         print(f"| {r['index']} | {r['macs'] / 1e6:.1f} | {r['inherited']:.4f} | {alone} | {fmt(diff, '+.4f')} |")
     print()
     print("| measure | value | target | met |")
@@ -403,6 +418,9 @@ def print_quality(q: dict[str, Any]) -> None:
     print(f"| mean inherited - alone | {fmt(q['mean_diff'], '+.4f')} | >= {TARGET_MEAN_DIFF:+.2f} | {yes(q['met']['mean_diff'])} |")
     print(f"| Kendall tau, inherited vs alone | {fmt(q['kendall_tau'], '.2f')} | >= {TARGET_TAU} | {yes(q['met']['kendall_tau'])} |")
     print(f"| Spearman, inherited vs MACs | {fmt(q['spearman_macs'], '.2f')} | >= {TARGET_SPEARMAN} | {yes(q['met']['spearman_macs'])} |")
+    if q.get("alone_seeds", 1) > 1:
+        print(f"| Kendall tau, alone seed 0 vs seed 1 (the noise ceiling) | {fmt(q['kendall_tau_alone_seeds'], '.2f')} | - | - |")
+        print(f"| alone accuracy, seed-to-seed sd (mean over subnets) | {fmt(q['alone_seed_sd'], '.4f')} | - | - |")
     print()
     b, w = q["time_budget_s"], q["train_wall_s"]
     print(f"supernet: time budget {b:.0f} s; `hwnas train` wall {w:.0f} s ({(w - b) / b:+.1%}, "
@@ -635,6 +653,9 @@ def main() -> int:
                     help="part 1: hwnas train --time-budget (e.g. 2700, 45m)")
     ap.add_argument("--supernet-only", action="store_true", help="part 1: train the supernet and stop (a later run reuses it)")
     ap.add_argument("--subnets", type=int, default=8, help="part 1: subnets compared")
+    ap.add_argument("--alone-seeds", type=int, default=1, metavar="N",
+                    help="part 1: train each subnet alone N times (seeds); the alone accuracy is their mean, and with N >= 2 "
+                         "the table gives tau between two seeds, the ceiling that noise puts on tau against the alone column")
     ap.add_argument("--schedule", default=None, metavar="NAME", help="part 1: training schedule preset, e.g. sandwich, progressive, delayed; None: the default")
     ap.add_argument("--generate-budget", type=parse_duration, default=parse_duration("45m"), metavar="DURATION",
                     help="part 2: hwnas generate --time-budget, and the baseline's training time")
