@@ -15,7 +15,8 @@ threads, provider and protocol). The INT8 run also reports its fp32 twin (model.
 subnet and weights), so quantisation's own cost is separated from the choice of subnet.
 
 Budgets: by default the middle one of `bench_supernet_quality.py --part generate` (1.05 x the
-predicted fp32 latency of the uniform net (3,5,4) at 32x32); `--budgets-ms` gives others.
+predicted fp32 latency of the uniform net (3,5,4) at 32x32); `--anchor 0` the fast end ((2,3,3)),
+`--anchor 2` the slow end ((4,7,6)); `--budgets-ms` gives others.
 Everything is kept in --work; a finished run (its JSON exists) is not redone.
 
     flock /tmp/hwnas-heavy.lock python scripts/bench_int8_generate.py --work /work/bench-int8 --time-budget 45m
@@ -146,6 +147,9 @@ def main() -> int:
     ap.add_argument("--data", default=str(bq.DEFAULT_DATA))
     ap.add_argument("--time-budget", type=bq.parse_duration, default=bq.parse_duration("45m"), metavar="DURATION")
     ap.add_argument("--budgets-ms", type=float, nargs="+", default=None)
+    ap.add_argument("--anchor", type=int, choices=[0, 1, 2], default=1,
+                    help="without --budgets-ms: which of bench_supernet_quality's budgets (fast, middle, slow end), from this "
+                         "machine's fp32 table")
     ap.add_argument("--train-limit", type=int, default=None, metavar="N", help="a random N training images (smoke tests only)")
     args = ap.parse_args()
     work = Path(args.work).resolve()
@@ -167,7 +171,7 @@ def main() -> int:
         ds = load_dataset(data)
         space = bq.with_classes(bq.load_space("mbv3-cifar"), ds.num_classes)
         pred = LatencyPredictor(load_table(tables["fp32"], space), space)
-        budgets = [bq.default_budgets(bq.uniform_nets(space), pred.predict)[1]]
+        budgets = [bq.default_budgets(bq.uniform_nets(space), pred.predict)[args.anchor]]
     bq.log("budgets (ms): " + ", ".join(map(bq.budget_tag, budgets)))
 
     rows = []
