@@ -36,7 +36,7 @@ Full runs (each takes the whole machine for about 1.5-2 h; run them alone):
 Smoke test (a few minutes):
 
     python scripts/bench_supernet_quality.py --work /tmp/bq-smoke --part quality \\
-        --train-limit 300 --supernet-budget 60s --subnets 3
+        --train-limit 300 --supernet-budget 150s --subnets 3
 """
 
 from __future__ import annotations
