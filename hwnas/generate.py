@@ -596,7 +596,7 @@ def _raise_if_over(res: GenerateResult, delivery: Delivery, budget_ms: float, re
     raise BudgetNotMet(
         f"no candidate measured within the {budget_ms:g} ms budget after {len(res.attempts)} attempt(s): the fastest measured "
         f"{delivery.fastest_ms:.4f} ms; the model is left only as {delivery.files['onnx']} (see {report_path})"
-        + (f". {drift_sentence(delivery)}" if drift_sentence(delivery) else ""),
+        + "".join(f". {d}" for d in [drift_sentence(delivery)] if d),
         res.model_dump(mode="json"))
 
 

@@ -48,7 +48,7 @@ def test_feasible_subnets_are_within_the_budget_and_include_fitting_uniform_nets
     uni = uniform_subnets(sp, 12)
     assert len(uni) == 3 * 2 * 3 and all(len(set(s.depths)) == 1 for s in uni)
     budget = float(np.median([model.predict(s) for s in uni]))
-    feas = feasible_subnets(sp, model, budget, 12, pool=300)
+    feas, _ = feasible_subnets(sp, model, budget, 12, pool=300)
     assert feas and all(model.predict(s) <= budget and s.resolution == 12 for s in feas)
     assert {s.key() for s in uni if model.predict(s) <= budget} <= {s.key() for s in feas}
     assert len({s.key() for s in feas}) == len(feas)
@@ -70,7 +70,7 @@ def test_resolution_falls_back_below_the_native_one_when_nothing_fits_there():
 
 def test_choose_for_time_takes_the_largest_that_gets_enough_epochs():
     sp = micro_space()
-    feas = feasible_subnets(sp, MacsLatency(sp), 1e9, 12, pool=300)
+    feas, _ = feasible_subnets(sp, MacsLatency(sp), 1e9, 12, pool=300)
     cost = lambda s: 1.0 + macs(sp, s) / 1e5  # noqa: E731  seconds per epoch, linear in MACs
     m = sorted(macs(sp, s) for s in feas)
     mid = m[len(m) // 2]
@@ -112,7 +112,7 @@ def test_rechoose_scales_predictions_by_the_worst_measured_ratio():
 
     sp = micro_space()
     model = MacsLatency(sp)
-    feas = feasible_subnets(sp, model, 1e9, 12, pool=300)
+    feas, _ = feasible_subnets(sp, model, 1e9, 12, pool=300)
     budget = float(np.median([model.predict(s) for s in feas]))
     feas = [s for s in feas if model.predict(s) <= budget]
     first = max(feas, key=lambda s: macs(sp, s))

@@ -133,13 +133,7 @@ def validate_table(
     with tempfile.TemporaryDirectory(prefix="hwnas-validate-") as d:
         # the reference networks are timed in the same passes as the subnets, so both see the same machine
         keyed = [(str(i), sub) for i, sub in enumerate(subs)] + [(f"ref{i}", sub) for i, (sub, _) in enumerate(refs)]
-        bar = ortbench.Progress(len(keyed), "exporting", enabled=progress)
-        jobs = []
-        for key, sub in keyed:
-            f = Path(d) / f"{key}.onnx"
-            f.write_bytes(export_subnet(space, sub, int8=table.int8))
-            jobs.append({"key": key, "model": str(f), "shape": [1, space.in_channels, sub.resolution, sub.resolution], "dim_overrides": {}})
-            bar.update()
+        jobs = export_jobs(space, keyed, Path(d), int8=table.int8, bar=ortbench.Progress(len(keyed), "exporting", enabled=progress))
         run_a = ortbench.measure_many(jobs, proto, fp.threads, fp.provider, progress, label="measuring (run 1/2)", chunk=16)
         run_b = ortbench.measure_many(jobs, proto, fp.threads, fp.provider, progress, label="measuring (run 2/2)", chunk=16)
     a = np.array([run_a[str(i)]["median_ms"] for i in range(len(subs))])
@@ -170,6 +164,19 @@ def validate_table(
         "_front_measured_again": b[n:].tolist(),
         "_subnets": [sub.model_dump(mode="json") for sub in subs],
     }
+
+
+def export_jobs(space: Space, keyed: list[tuple[str, Subnet]], folder: Path, *, int8: bool,
+                bar: Any = None) -> list[dict[str, Any]]:
+    """Export each (key, subnet) as deployed to FOLDER/key.onnx: the measurement jobs `ortbench.measure_many` takes."""
+    jobs = []
+    for key, sub in keyed:
+        f = folder / f"{key}.onnx"
+        f.write_bytes(export_subnet(space, sub, int8=int8))
+        jobs.append({"key": key, "model": str(f), "shape": [1, space.in_channels, sub.resolution, sub.resolution], "dim_overrides": {}})
+        if bar is not None:
+            bar.update()
+    return jobs
 
 
 def calibration_subnets(table: LatencyTable, space: Space) -> list[Subnet]:
@@ -203,12 +210,7 @@ def drift_now(table: LatencyTable, space: Space | None = None, *, n: int = REFER
         return None
     fp = table.fingerprint
     with tempfile.TemporaryDirectory(prefix="hwnas-drift-") as d:
-        jobs = []
-        for i, (sub, _) in enumerate(refs):
-            f = Path(d) / f"ref{i}.onnx"
-            f.write_bytes(export_subnet(space, sub, int8=table.int8))
-            jobs.append({"key": f"ref{i}", "model": str(f), "shape": [1, space.in_channels, sub.resolution, sub.resolution],
-                         "dim_overrides": {}})
+        jobs = export_jobs(space, [(f"ref{i}", sub) for i, (sub, _) in enumerate(refs)], Path(d), int8=table.int8)
         run = ortbench.measure_many(jobs, table.protocol.model_dump(), fp.threads, fp.provider, progress,
                                     label="re-timing reference subnets", chunk=16)
     return machine_drift_pct([(run[f"ref{i}"]["median_ms"], run[f"ref{i}"]["median_ms"], rec) for i, (_, rec) in enumerate(refs)])

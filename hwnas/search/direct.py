@@ -56,14 +56,9 @@ def predict_latencies(space: Space, model: LatencyModel, subs: list[Subnet]) -> 
 
 
 def feasible_subnets(space: Space, model: LatencyModel, budget_ms: float, resolution: int, seed: int = 0,
-                     pool: int = POOL) -> list[Subnet]:
-    """Distinct subnets at `resolution` predicted within `budget_ms`: the uniform ones and a seeded random pool."""
-    return feasible_with_latency(space, model, budget_ms, resolution, seed, pool)[0]
-
-
-def feasible_with_latency(space: Space, model: LatencyModel, budget_ms: float, resolution: int, seed: int = 0,
-                          pool: int = POOL) -> tuple[list[Subnet], dict[str, float]]:
-    """`feasible_subnets` with their predicted latencies by key (the caller re-chooses by them)."""
+                     pool: int = POOL) -> tuple[list[Subnet], dict[str, float]]:
+    """Distinct subnets at `resolution` predicted within `budget_ms` (the uniform ones and a seeded random pool),
+    with their predicted latencies by key (the direct route re-chooses by them)."""
     rng = np.random.default_rng([seed, resolution, 2024])
     subs: dict[str, Subnet] = {s.key(): s for s in uniform_subnets(space, resolution)}
     for s in mixed_pool(space, rng, pool):
@@ -81,7 +76,7 @@ def resolution_for(space: Space, model: LatencyModel, budget_ms: float, image_si
     native = native_resolution(space, image_size)
     order = sorted((r for r in model.resolutions if r <= native), reverse=True) + sorted(r for r in model.resolutions if r > native)
     for r in order:
-        feasible, lat = feasible_with_latency(space, model, budget_ms, r, seed)
+        feasible, lat = feasible_subnets(space, model, budget_ms, r, seed)
         if feasible:
             return r, feasible, lat
     return order[0], [], {}
