@@ -693,3 +693,15 @@ def test_feed_back_refuses_measurements_that_contradict_the_profile():
     at12 = next(s for s in subs if s.resolution == 12)
     skipped = feed_back(only8, space, [(at12, 1.0)])
     assert skipped.table is None and skipped.added == 0 and "resolution" in skipped.reason
+
+
+def test_a_table_without_net_call_was_timed_with_io_binding(tmp_path):
+    """Tables profiled before whole networks were timed as called stored no net_call: they load as io-binding
+    (what they measured), while a new table records session-run."""
+    space = micro_space()
+    t = synthetic_table(space)
+    assert t.protocol.net_call == "session-run"
+    d = t.model_dump(mode="json")
+    assert LatencyTable.model_validate(d).protocol.net_call == "session-run"
+    del d["protocol"]["net_call"]
+    assert LatencyTable.model_validate(d).protocol.net_call == "io-binding"

@@ -95,7 +95,13 @@ def test_runner_needs_neither_torch_nor_hwnas_and_import_makes_a_table(bundle, c
     assert d["table"] == str(table_path) and d["entries"] == len(all_pieces(space, space.resolutions))
     t = load_table(table_path, space)
     assert t.source == "bundle" and len(t.calibration.points) == 4
+    assert t.protocol.net_call == "session-run"  # the phone times whole networks as an app calls them
     assert LatencyPredictor(t, space).predict(space.largest(12)) > 0
+    # results of a runner from before net_call timed whole networks with io-binding: the table says so
+    res["protocol"].pop("net_call")
+    (out / "results.json").write_text(json.dumps(res))
+    assert main(["profile-import", "--bundle", str(out), "--out", str(out.parent / "old.json"), "--json"]) == 0
+    assert load_table(out.parent / "old.json", space).protocol.net_call == "io-binding"
 
 
 def test_runner_rejects_bad_arguments(bundle):

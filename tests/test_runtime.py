@@ -104,3 +104,38 @@ def test_quantize_static_qdq_produces_close_int8_model(tmp_path):
     yq = make_session(q).run(None, {"input": x})[0]
     assert np.corrcoef(yf.ravel(), yq.ravel())[0, 1] > 0.98
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.onnx", "q.onnx"]  # no leftovers
+
+
+class _CountingSession:
+    """An InferenceSession that counts how it is called (plain session.run, or run_with_iobinding)."""
+
+    def __init__(self, session):
+        self._s, self.runs, self.bound_runs = session, 0, 0
+
+    def run(self, *a, **k):
+        self.runs += 1
+        return self._s.run(*a, **k)
+
+    def run_with_iobinding(self, *a, **k):
+        self.bound_runs += 1
+        return self._s.run_with_iobinding(*a, **k)
+
+    def __getattr__(self, name):
+        return getattr(self._s, name)
+
+
+def test_whole_networks_are_timed_as_called_unless_the_protocol_says_io_binding():
+    """A timing harness calls session.run with numpy arrays: whole networks are timed that way by default, so
+    tables, validation and generate's check measure what a deployment sees; io-binding stays for older tables."""
+    data = export_onnx_bytes(_net(), torch.randn(1, 3, 8, 8))
+    assert MeasureProtocol().net_call == "session-run"
+    called = _CountingSession(make_session(data))
+    st = measure_latency(called, (1, 3, 8, 8), protocol=FAST)
+    assert called.bound_runs == 0 and called.runs >= FAST.warmup_runs + st.repeats
+    bound = _CountingSession(make_session(data))
+    st = measure_latency(bound, (1, 3, 8, 8), protocol=FAST.model_copy(update={"net_call": "io-binding"}))
+    assert bound.runs == 1 and bound.bound_runs >= FAST.warmup_runs + st.repeats  # one run sizes the outputs
+    with pytest.raises(ValueError, match="net_call"):
+        ortbench.net_runner(called, {}, "bound")
+    with pytest.raises(Exception, match="net_call"):
+        MeasureProtocol(net_call="bound")

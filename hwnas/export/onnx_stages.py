@@ -42,26 +42,13 @@ def measure_model(path: str | os.PathLike[str], resolution: int, channels: int, 
 def measure_as_called(path: str | os.PathLike[str], resolution: int, channels: int, threads: int, provider: str,
                       protocol: Any = None) -> float:
     """Median batch-1 latency (ms) of a model file called the way an application (or an outside timing
-    harness) calls it: `session.run` with a numpy input and outputs allocated per call. That costs a few
-    microseconds more than the tables' io-bound protocol, which matters at the fast end (5% at 0.06 ms)."""
-    from hwnas.runtime import MeasureProtocol, ortbench
+    harness) calls it: `session.run` with a numpy input and outputs allocated per call, whatever the
+    table's own `net_call` (a table profiled before 2026-12-02 timed whole networks with io-binding, a few
+    microseconds less: 14% of a 0.03 ms model)."""
+    from hwnas.runtime import MeasureProtocol
 
-    p = (protocol or MeasureProtocol()).model_dump()
-    session = open_session(path, threads=threads, provider=provider)
-    feed = ortbench.random_feed(session, (1, channels, resolution, resolution))
-
-    def once() -> None:
-        session.run(None, feed)
-
-    ortbench.warm_up(once, p["warmup_runs"], p["warmup_s"])
-    best = None
-    for _ in range(p["max_remeasure"] + 1):
-        st = ortbench.summarize(ortbench.time_runs(once, p["min_repeats"], p["min_time_s"], p["max_repeats"]))
-        if best is None or ortbench.rel_spread(st) < ortbench.rel_spread(best):
-            best = st
-        if ortbench.rel_spread(st) <= p["noisy_rel_mad"]:
-            break
-    return float(best["median_ms"])
+    p = (protocol or MeasureProtocol()).model_copy(update={"net_call": "session-run"})
+    return measure_model(path, resolution, channels, threads, provider, p)
 
 
 def check_latency(measured: float, predicted: float | None, what: str, warnings: list[str]) -> None:

@@ -463,7 +463,8 @@ def import_bundle(bundle: str | Path, out: str | Path, *, results: str | Path | 
     if missing:
         raise UserError(f"{rpath}: results: {len(missing)} of {len(wanted)} measurements missing (first: '{missing[0]}'); run the runner again")
     proto_fields = set(MeasureProtocol.model_fields)
-    protocol = MeasureProtocol.model_validate({k: v for k, v in res.protocol.items() if k in proto_fields})
+    # a runner older than net_call timed whole networks with io-binding
+    protocol = MeasureProtocol.model_validate({"net_call": "io-binding"} | {k: v for k, v in res.protocol.items() if k in proto_fields})
     table = build_table(
         space, man.resolutions, man.int8, res.fingerprint.model_dump(), protocol,
         {k: v.model_dump() for k, v in res.results.items()},

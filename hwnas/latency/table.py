@@ -160,6 +160,14 @@ class LatencyTable(_M):
     calibration: Calibration
     noise: NoiseReport | None = Field(default=None, description="the profiler's check of the machine (none: not checked)")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _older_protocol(cls, data: object) -> object:
+        """A table written before whole networks were timed as called stored no `net_call`: it was io-binding."""
+        if isinstance(data, dict) and isinstance(data.get("protocol"), dict) and "net_call" not in data["protocol"]:
+            data = {**data, "protocol": {**data["protocol"], "net_call": "io-binding"}}
+        return data
+
     @model_validator(mode="after")
     def _check(self) -> "LatencyTable":
         if sorted(set(self.resolutions)) != self.resolutions:

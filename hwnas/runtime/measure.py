@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -33,6 +33,11 @@ class MeasureProtocol(BaseModel):
     rounds: int = Field(default=ortbench.DEFAULT_PROTOCOL["rounds"], ge=1)
     noisy_rel_mad: float = Field(default=ortbench.DEFAULT_PROTOCOL["noisy_rel_mad"], gt=0.0)
     max_remeasure: int = Field(default=ortbench.DEFAULT_PROTOCOL["max_remeasure"], ge=0)
+    net_call: Literal["session-run", "io-binding"] = Field(
+        default=ortbench.DEFAULT_PROTOCOL["net_call"],
+        description="how a whole network is called while timed: session-run (numpy in and out, as an application "
+        "calls it; what a timing harness sees) or io-binding (pre-bound buffers, a few microseconds less; the "
+        "whole-network protocol of tables profiled before 2026-12-02, which is what a file without this key means)")
 
 
 class LatencyStats(BaseModel):
@@ -101,9 +106,10 @@ def measure_latency(
     """Median latency (ms) of `session` on a random input of `input_shape`, with dispersion.
 
     The protocol's rounds run back to back here (the profiler interleaves them across graphs);
-    a noisy result is re-measured and the least dispersed measurement kept."""
+    a noisy result is re-measured and the least dispersed measurement kept. The network is called
+    as the protocol's `net_call` says (by default as an application calls it)."""
     p = (protocol or MeasureProtocol()).model_dump()
-    fn = ortbench.bound_runner(session, ortbench.random_feed(session, input_shape))
+    fn = ortbench.net_runner(session, ortbench.random_feed(session, input_shape), p["net_call"])
     ortbench.warm_up(fn, p["warmup_runs"], p["warmup_s"])
     best: dict[str, Any] | None = None
     for _ in range(p["max_remeasure"] + 1):
