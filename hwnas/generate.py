@@ -121,7 +121,7 @@ class GenerateResult(BaseModel):
     fp32_onnx: str | None = Field(default=None, description="with --int8: the fp32 model of the same subnet (model.fp32.onnx)")
     fp32_val_acc: float | None = None
     int8_acc_change: float | None = Field(default=None, description="INT8 minus fp32 validation accuracy (0..1)")
-    export_latency_ms: float | None = Field(default=None, description="the export's own (io-bound) measurement; measured_latency_ms is the slower of it and the delivered file called as an application calls it")
+    export_latency_ms: float | None = Field(default=None, description="the export's own measurement (the table's protocol); measured_latency_ms is the slower of it and the delivered file called as an application calls it")
     ort: str | None = Field(default=None, description="with --ort-format: model.ort (ONNX Runtime Mobile)")
     ort_config: str | None = Field(default=None, description="with --ort-format: the reduced-build operator config")
     warnings: list[str] = Field(default_factory=list)
@@ -375,7 +375,7 @@ def _generate(budget_ms: float, out: str | os.PathLike[str], *, data: str, space
             fresh = Supernet(sp)  # untrained: the network structure for timing and export only
 
             direct = run_direct(sp, tab, predictor, ds, float(budget_ms), deadline=t0 + budget_s,
-                                supernet_epochs=sn_epochs, device=device, progress=progress,
+                                supernet_epochs=sn_epochs, device=device, progress=progress, flip=cfg.flip,
                                 log=lambda m: _log(progress, m),
                                 check=lambda cand: check_candidate(sp, tab, cand, float(budget_ms), local, progress),
                                 reserve_s=lambda sub: export_reserve_s(fresh, ds, sub), local=local)
@@ -456,7 +456,8 @@ def _generate(budget_ms: float, out: str | os.PathLike[str], *, data: str, space
             from hwnas.errors import TrainingDiverged
 
             try:
-                tuned, finetune = finetune_subnet(net, cand.subnet, ds, left, device=device, progress=progress)
+                tuned, finetune = finetune_subnet(net, cand.subnet, ds, left, device=device, progress=progress,
+                                                  flip=cfg.flip)
             except TrainingDiverged as e:
                 warnings.append(f"fine-tuning stopped ({e}); the model ships with the supernet's weights")
                 _log(progress, f"warning: {warnings[-1]}")
@@ -668,9 +669,11 @@ def export_reserve_s(net: Any, ds: Any, subnet: Any) -> float:
     return 5.0 + 1.5 * per_image * images
 
 
-def finetune_subnet(net: Any, subnet: Any, ds: Any, seconds: float, *, device: str | None, progress: bool) -> tuple[Any, dict[str, Any]]:
+def finetune_subnet(net: Any, subnet: Any, ds: Any, seconds: float, *, device: str | None, progress: bool,
+                    flip: bool = True) -> tuple[Any, dict[str, Any]]:
     """Train the chosen subnet further for `seconds`, starting from its inherited weights and
-    with the FINETUNE_RECIPE; returns (network, summary). Threads are generate()'s (one on CPU)."""
+    with the FINETUNE_RECIPE (mirroring images only when `flip`: the training config's choice, off for
+    digits); returns (network, summary). Threads are generate()'s (one on CPU)."""
     from hwnas.train.standalone import StandaloneRecipe, train_network
     from hwnas.train.distributed import resolve_device
 
@@ -682,7 +685,7 @@ def finetune_subnet(net: Any, subnet: Any, ds: Any, seconds: float, *, device: s
     # start from this subnet's own BN statistics (the supernet's are shared); training then keeps them
     # current, and the export keeps them (recalibrating a trained network's statistics cost 3 points)
     recalibrate_bn(student, calibration_subset(ds), subnet.resolution, ds.mean, ds.std)
-    recipe = StandaloneRecipe(**FINETUNE_RECIPE)
+    recipe = StandaloneRecipe(**FINETUNE_RECIPE, flip=flip)
     teacher = net.extract(net.space.largest(subnet.resolution)) if recipe.kd_weight > 0 else None
     _log(progress, f"finetune: the chosen subnet for {seconds:.0f} s (lr {recipe.lr}"
                    + (", distilled from the largest subnet)" if teacher is not None else ")"))
@@ -775,8 +778,8 @@ class Delivery:
 def export_within_budget(net: Any, ds: Any, tab: Any, front: list[Any], first: Any, attempts: list[Attempt], budget_ms: float,
                          out_dir: Path, *, local: bool, int8: bool, ort_format: bool, tuned: Any, progress: bool) -> Delivery:
     """Export candidates into a staging folder, walking down the front, until one keeps the budget when
-    its delivered file is measured (twice: the export's io-bound measurement and once more as an application calls
-    it; the slower counts) and,
+    its delivered file is measured (twice: the export's measurement with the table's protocol, and once more as an
+    application calls it; the slower counts) and,
     INT8, loses at most INT8_MAX_DROP accuracy against its fp32 model (bounded by MAX_EXPORT_ATTEMPTS).
 
     `tuned` (fine-tuned weights) applies to `first` only. The chosen files are moved into `out_dir` as

@@ -46,10 +46,12 @@ class DirectRun:
 
 def run_direct(sp: Any, tab: Any, model: Any, ds: Any, budget_ms: float, *, deadline: float,
                supernet_epochs: float, device: str | None, progress: bool, log: Callable[[str], None],
-               check: Callable[[Any], Any], reserve_s: Callable[[Any], float], local: bool = True) -> DirectRun:
+               check: Callable[[Any], Any], reserve_s: Callable[[Any], float], local: bool = True,
+               flip: bool = True) -> DirectRun:
     """Choose, check and train a subnet within `deadline` (a time.perf_counter() value). `check` is generate's
     quick measured check of one candidate (its Attempt); `local`: the table is this machine's, so measurements
-    here are the target's (a table of another device is checked by prediction only)."""
+    here are the target's (a table of another device is checked by prediction only); `flip`: the data may be
+    mirrored (as the training config says: not digits)."""
     from types import SimpleNamespace
 
     from hwnas.search.direct import MIN_EPOCHS, choose_for_time, predict_latencies, resolution_for
@@ -60,7 +62,7 @@ def run_direct(sp: Any, tab: Any, model: Any, ds: Any, budget_ms: float, *, dead
     from hwnas.train.standalone import StandaloneRecipe, step_seconds, train_network
 
     dev = resolve_device(device)
-    recipe = StandaloneRecipe()
+    recipe = StandaloneRecipe(flip=flip)
     size = int(ds.train_x.shape[-1])
     resolution, feasible, predicted = resolution_for(sp, model, budget_ms, size)
     if not feasible:  # generate checked the budget against the fastest subnet; a pool can still miss it

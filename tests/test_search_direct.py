@@ -138,13 +138,18 @@ def test_fallback_pick_prefers_the_accepted_then_the_fastest_within_then_the_fas
     assert fallback_pick(subs, [_attempt(1, 1.4, 1), _attempt(1, 1.2, 1), _attempt(1, 1.3, 1)]) == "b"
 
 
-def test_run_direct_measures_again_after_a_miss_and_trains_what_fits_with_its_margin():
+def test_run_direct_measures_again_after_a_miss_and_trains_what_fits_with_its_margin(monkeypatch):
     """The first choice measures 20% over its prediction: the route chooses again under the measured
     ratio, accepts a candidate only MARGIN under the budget, and trains that one."""
     import time
     from types import SimpleNamespace
 
+    import hwnas.train.standalone as standalone
     from hwnas.generate_direct import MARGIN, run_direct
+
+    # step timing as on a fast machine, whatever the load: every subnet trains enough epochs, so the first choice is
+    # the largest within the budget (on a loaded machine the epochs rule picked a small one that fit at once)
+    monkeypatch.setattr(standalone, "step_seconds", lambda *a, **k: 1e-5)
 
     sp = micro_space()
     model = MacsLatency(sp)
@@ -164,3 +169,36 @@ def test_run_direct_measures_again_after_a_miss_and_trains_what_fits_with_its_ma
     assert run.subnet.key() == seen[-1].key() and 1.2 * model.predict(run.subnet) <= budget * (1 - MARGIN)
     assert run.train["iters"] >= 1 and run.attempts[-1].measured_latency_ms <= budget * (1 - MARGIN)
     assert f"the first {len(seen) - 1} candidate(s) measured over the budget" in run.reason
+
+
+def test_run_direct_mirrors_images_only_when_the_data_allows(monkeypatch):
+    """Digits are not mirror-invariant: the training config says flip false, and the direct route's training
+    must not mirror them either (it once used the single-network recipe's flip=True for any data)."""
+    import time
+    from types import SimpleNamespace
+
+    import hwnas.train.standalone as standalone
+    from hwnas.generate_direct import run_direct
+
+    sp = micro_space()
+    model = MacsLatency(sp)
+    budget = float(max(model.predict(s) for s in uniform_subnets(sp, 12)))
+    flips = []
+    real = standalone.augment_batch
+
+    def spy(*a, **k):
+        flips.append(k.get("flip"))
+        return real(*a, **k)
+
+    monkeypatch.setattr(standalone, "augment_batch", spy)
+
+    def check(cand):
+        return SimpleNamespace(subnet=cand.subnet.model_dump(mode="json"), predicted_latency_ms=cand.predicted_latency_ms,
+                               measured_latency_ms=0.5 * budget, within_budget=True)
+
+    for flip in (False, True):
+        flips.clear()
+        run = run_direct(sp, None, model, tiny_dataset(), budget, deadline=time.perf_counter() + 2.0, supernet_epochs=0.1,
+                         device="cpu", progress=False, log=lambda m: None, check=check, reserve_s=lambda s: 0.5, flip=flip)
+        assert run.train["iters"] >= 1 and flips and set(flips) == {flip}
+        assert run.train["recipe"]["flip"] is flip
