@@ -573,3 +573,21 @@ def test_val_subset_is_class_stratified(digits: Dataset) -> None:
     assert sub.val_y.shape == (50,) and (counts - want).abs().max() < 1.0
     again = digits.with_val_subset(50, seed=0)
     assert torch.equal(sub.val_x, again.val_x) and sub.fingerprint == again.fingerprint != digits.fingerprint
+
+
+def test_augment_cutout_blanks_one_square_per_image() -> None:
+    """Cutout sets one square (side = fraction x resolution, clipped at the border) to the mean, i.e. 0 after
+    normalisation, in every channel; cutout=0 changes nothing and draws nothing."""
+    x = torch.full((32, 3, 16, 16), 255, dtype=torch.uint8)  # normalises to 2.5 / 2.04 / 1.67, padding to < 0
+    plain = augment_batch(x, 16, MEAN, STD, train=True, flip=False, generator=torch.Generator().manual_seed(3))
+    same = augment_batch(x, 16, MEAN, STD, train=True, flip=False, cutout=0.0, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(plain, same) and not torch.any(plain == 0)
+    out = augment_batch(x, 16, MEAN, STD, train=True, flip=False, cutout=0.25, generator=torch.Generator().manual_seed(3))
+    holes = out == 0
+    assert torch.equal(holes[:, 0], holes[:, 1]) and torch.equal(holes[:, 0], holes[:, 2])
+    for h in holes[:, 0]:
+        ys, xs = torch.nonzero(h, as_tuple=True)
+        rows, cols = int(ys.max() - ys.min() + 1), int(xs.max() - xs.min() + 1)
+        assert rows * cols == len(ys)  # one filled rectangle
+        assert 2 <= rows <= 4 and 2 <= cols <= 4  # a 4x4 square, at worst half of it past a border
+    assert (holes[:, 0].sum(dim=(1, 2)) == 16).any()  # most squares lie inside the image

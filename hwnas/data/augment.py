@@ -39,12 +39,15 @@ def augment_batch(
     train: bool,
     generator: torch.Generator | None = None,
     flip: bool = True,
+    cutout: float = 0.0,
 ) -> torch.Tensor:
     """uint8 [B,C,H,W] -> normalised float32 [B,C,resolution,resolution] on the same device.
 
     train=True: per-image random crop from the image zero-padded by H//8 on each side,
     random horizontal flip (only when `flip`; pass flip=False for data such as digits
-    that are not mirror-invariant), bilinear resize to `resolution`. train=False: plain
+    that are not mirror-invariant), bilinear resize to `resolution`, and with `cutout` > 0 one
+    square of side `cutout` x resolution at a random centre (clipped at the border) set to the
+    data's mean (DeVries & Taylor 2017). train=False: plain
     bilinear resize. Random draws come from `generator` (on its own device), so a
     seeded generator gives identical output on any device.
     """
@@ -82,6 +85,22 @@ def augment_batch(
             theta[:, 1, 2] = 2.0 * ty / h
             grid = F.affine_grid(theta, [b, c, resolution, resolution], align_corners=False)
             x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+            if cutout > 0:
+                x = x.sub_(mean_t).div_(std_t)
+                return _cutout(x, cutout, generator, gen_device)
         elif (h, w) != (resolution, resolution):
             x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=False)
         return x.sub_(mean_t).div_(std_t)
+
+
+def _cutout(x: torch.Tensor, fraction: float, generator: torch.Generator | None, gen_device: torch.device) -> torch.Tensor:
+    """Zero (the mean, after normalisation) one square of side `fraction` x size per image, at a random centre."""
+    b, _, h, w = x.shape
+    side = max(1, round(fraction * min(h, w)))
+    cy = torch.randint(0, h, (b,), generator=generator, device=gen_device).to(x.device)
+    cx = torch.randint(0, w, (b,), generator=generator, device=gen_device).to(x.device)
+    ys = torch.arange(h, device=x.device).view(1, h, 1)
+    xs = torch.arange(w, device=x.device).view(1, 1, w)
+    lo_y, lo_x = (cy - side // 2).view(b, 1, 1), (cx - side // 2).view(b, 1, 1)
+    hole = (ys >= lo_y) & (ys < lo_y + side) & (xs >= lo_x) & (xs < lo_x + side)
+    return x.masked_fill_(hole.unsqueeze(1), 0.0)
