@@ -35,7 +35,7 @@ def recipe_job(*, out: str, name: str, over: dict[str, Any], space: dict[str, An
     from hwnas.space import Space
     from hwnas.train.standalone import StandaloneRecipe, train_network
 
-    recipe = StandaloneRecipe.model_validate({**StandaloneRecipe().model_dump(), **over})
+    recipe = StandaloneRecipe.model_validate(over)
     net, sub, ds = _fresh_net(space, subnet, data, seed, recipe.zero_init_residual)
     length = f"{epochs:g} epochs" if epochs else f"{time_budget_s:g} s"
     log(f"{name}: {macs_of(Space.model_validate(space), sub) / 1e6:.1f}M MACs, {length}, {over}")

@@ -85,12 +85,10 @@ def augment_batch(
             theta[:, 1, 2] = 2.0 * ty / h
             grid = F.affine_grid(theta, [b, c, resolution, resolution], align_corners=False)
             x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-            if cutout > 0:
-                x = x.sub_(mean_t).div_(std_t)
-                return _cutout(x, cutout, generator, gen_device)
         elif (h, w) != (resolution, resolution):
             x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=False)
-        return x.sub_(mean_t).div_(std_t)
+        x = x.sub_(mean_t).div_(std_t)
+        return _cutout(x, cutout, generator, gen_device) if train and cutout > 0 else x
 
 
 def _cutout(x: torch.Tensor, fraction: float, generator: torch.Generator | None, gen_device: torch.device) -> torch.Tensor:
