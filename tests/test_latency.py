@@ -705,3 +705,8 @@ def test_a_table_without_net_call_was_timed_with_io_binding(tmp_path):
     assert LatencyTable.model_validate(d).protocol.net_call == "session-run"
     del d["protocol"]["net_call"]
     assert LatencyTable.model_validate(d).protocol.net_call == "io-binding"
+    # before 2026-12-03 a graph's samples were pooled into one median, each graph timed without a minimum span
+    assert t.protocol.estimator == "min-round-median" and t.protocol.min_span_s > 0
+    del d["protocol"]["estimator"], d["protocol"]["min_span_s"]
+    old = LatencyTable.model_validate(d).protocol
+    assert old.estimator == "median" and old.min_span_s == 0.0 and old.net_call == "io-binding"

@@ -98,10 +98,13 @@ def test_runner_needs_neither_torch_nor_hwnas_and_import_makes_a_table(bundle, c
     assert t.protocol.net_call == "session-run"  # the phone times whole networks as an app calls them
     assert LatencyPredictor(t, space).predict(space.largest(12)) > 0
     # results of a runner from before net_call timed whole networks with io-binding: the table says so
+    assert t.protocol.estimator == "min-round-median"
     res["protocol"].pop("net_call")
+    res["protocol"].pop("estimator")
     (out / "results.json").write_text(json.dumps(res))
     assert main(["profile-import", "--bundle", str(out), "--out", str(out.parent / "old.json"), "--json"]) == 0
-    assert load_table(out.parent / "old.json", space).protocol.net_call == "io-binding"
+    old = load_table(out.parent / "old.json", space).protocol
+    assert old.net_call == "io-binding" and old.estimator == "median"
 
 
 def test_runner_rejects_bad_arguments(bundle):

@@ -139,3 +139,69 @@ def test_whole_networks_are_timed_as_called_unless_the_protocol_says_io_binding(
         ortbench.net_runner(called, {}, "bound")
     with pytest.raises(Exception, match="net_call"):
         MeasureProtocol(net_call="bound")
+
+
+def test_estimate_keeps_the_fastest_round_or_pools_every_sample():
+    rounds = [[1.8, 1.9, 1.8], [1.0, 1.1, 1.0, 1.2], [1.8, 1.7, 1.9]]
+    st = ortbench.estimate(rounds, "min-round-median")
+    assert st["median_ms"] == pytest.approx(1.05) and st["repeats"] == 10  # the second round's median; every sample counted
+    assert st["mad_ms"] == pytest.approx(0.05)  # that round's own dispersion, not the gap between rounds
+    assert ortbench.estimate(rounds, "median")["median_ms"] == pytest.approx(1.75)  # pooled: the slow state lasted longer
+    assert ortbench.estimate([[], [2.0]], "min-round-median")["median_ms"] == 2.0  # an empty round is no round
+    with pytest.raises(ValueError, match="estimator"):
+        ortbench.estimate(rounds, "mean")
+    with pytest.raises(ValueError, match="no latency samples"):
+        ortbench.estimate([[]], "median")
+
+
+class _SlowHost:
+    """A fake clock and a fake model: every call takes 1 ms, or 1.8 ms while the host is slow (calls in
+    [slow_from, slow_to)), like a shared VM whose neighbour takes the core for a while."""
+
+    def __init__(self, slow_from: int, slow_to: int) -> None:
+        self.ns, self.calls, self.slow = 0, 0, range(slow_from, slow_to)
+
+    def run(self) -> None:
+        self.ns += 1_800_000 if self.calls in self.slow else 1_000_000
+        self.calls += 1
+
+    def perf_counter_ns(self) -> int:
+        return self.ns
+
+    def perf_counter(self) -> float:
+        return self.ns / 1e9
+
+
+def test_a_host_slowed_for_most_of_the_time_does_not_move_the_measurement(monkeypatch):
+    """The host slows every call by 1.8x for the first two thirds of the measurement: the pooled median reads the
+    slow speed, the default estimator the machine's own (the fastest round's median), in the profiler's interleaved
+    rounds and for a model timed on its own."""
+    import types
+
+    def with_host(host: _SlowHost) -> None:
+        monkeypatch.setattr(ortbench, "time", types.SimpleNamespace(perf_counter_ns=host.perf_counter_ns,
+                                                                     perf_counter=host.perf_counter))
+        monkeypatch.setattr(ortbench, "make_session", lambda *a, **k: None)
+        monkeypatch.setattr(ortbench, "random_feed", lambda *a, **k: {})
+        monkeypatch.setattr(ortbench, "net_runner", lambda s, f, call: host.run)
+
+    jobs = [{"key": f"j{i}", "model": b"", "shape": [1, 3, 8, 8]} for i in range(2)]
+    proto = dict(MeasureProtocol().model_dump(), warmup_runs=0, warmup_s=0.0, revisit_warmup_runs=0, min_time_s=0.0,
+                 min_repeats=60, rounds=6, max_remeasure=0)
+    # 2 jobs x 6 rounds x 10 runs = 120 calls; the first 80 are slow
+    with_host(_SlowHost(0, 80))
+    new = ortbench.measure_many(jobs, proto, progress=False)
+    assert all(r["median_ms"] == pytest.approx(1.0) and r["repeats"] == 60 for r in new.values())
+    with_host(_SlowHost(0, 80))
+    old = ortbench.measure_many(jobs, dict(proto, estimator="median"), progress=False)
+    assert all(r["median_ms"] == pytest.approx(1.8) for r in old.values())
+    # one model on its own: the rounds are spread over min_span_s (here 60 ms: 10 ms each), the first 40 calls slow
+    host = _SlowHost(0, 40)
+    with_host(host)
+    monkeypatch.setattr(ortbench, "random_feed", lambda *a, **k: {})
+    st = measure_latency(None, (1, 3, 8, 8), protocol=MeasureProtocol.model_validate(dict(proto, min_span_s=0.06)))
+    assert st.median_ms == pytest.approx(1.0) and host.calls >= 60
+    host = _SlowHost(0, 40)
+    with_host(host)
+    st = measure_latency(None, (1, 3, 8, 8), protocol=MeasureProtocol.model_validate(dict(proto, min_span_s=0.06, estimator="median")))
+    assert st.median_ms == pytest.approx(1.8)

@@ -24,7 +24,7 @@ from hwnas.latency.predictor import fit_calibration
 from hwnas.latency.table import (
     CalibrationPoint, EntryStats, Fingerprint, LatencyTable, NoiseReport, now_iso, space_digest,
 )
-from hwnas.runtime import LatencyStats, MeasureProtocol, check_target, ortbench
+from hwnas.runtime import LatencyStats, MeasureProtocol, check_target, legacy_protocol, ortbench
 from hwnas.space import Space, Subnet, build_plan, plan_cost
 
 CALIBRATION_SEED = 1_000_003  # calibration subnets; `latency validate` draws others and excludes these
@@ -463,8 +463,8 @@ def import_bundle(bundle: str | Path, out: str | Path, *, results: str | Path | 
     if missing:
         raise UserError(f"{rpath}: results: {len(missing)} of {len(wanted)} measurements missing (first: '{missing[0]}'); run the runner again")
     proto_fields = set(MeasureProtocol.model_fields)
-    # a runner older than net_call timed whole networks with io-binding
-    protocol = MeasureProtocol.model_validate({"net_call": "io-binding"} | {k: v for k, v in res.protocol.items() if k in proto_fields})
+    # a runner older than a protocol key measured the way it did before that key
+    protocol = MeasureProtocol.model_validate(legacy_protocol({k: v for k, v in res.protocol.items() if k in proto_fields}))
     table = build_table(
         space, man.resolutions, man.int8, res.fingerprint.model_dump(), protocol,
         {k: v.model_dump() for k, v in res.results.items()},

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from hwnas.cache import digest
 from hwnas.errors import UserError
 from hwnas.fileio import format_validation_error, read_structured, write_json
-from hwnas.runtime import MeasureProtocol
+from hwnas.runtime import MeasureProtocol, legacy_protocol
 from hwnas.space import Space
 
 TABLE_FORMAT = "hwnas-latency-table"
@@ -163,9 +163,10 @@ class LatencyTable(_M):
     @model_validator(mode="before")
     @classmethod
     def _older_protocol(cls, data: object) -> object:
-        """A table written before whole networks were timed as called stored no `net_call`: it was io-binding."""
-        if isinstance(data, dict) and isinstance(data.get("protocol"), dict) and "net_call" not in data["protocol"]:
-            data = {**data, "protocol": {**data["protocol"], "net_call": "io-binding"}}
+        """A table written before a protocol key existed measured the way the key's legacy value says
+        (`LEGACY_PROTOCOL`), not the way today's default does."""
+        if isinstance(data, dict) and isinstance(data.get("protocol"), dict):
+            data = {**data, "protocol": legacy_protocol(data["protocol"])}
         return data
 
     @model_validator(mode="after")

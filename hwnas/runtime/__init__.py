@@ -12,6 +12,7 @@ from hwnas.runtime.measure import (
     LatencyStats,
     MeasureProtocol,
     available_providers,
+    legacy_protocol,
     check_target,
     make_session,
     measure_latency,
@@ -23,5 +24,5 @@ from hwnas.runtime.quantize import quantize_static_qdq, quantize_static_qdq_byte
 __all__ = [
     "LatencyStats", "MeasureProtocol", "export_onnx", "export_onnx_bytes", "fix_input_shape", "make_session",
     "measure_latency", "quantize_static_qdq", "quantize_static_qdq_bytes", "stats_from_samples", "available_providers",
-    "check_target", "ortbench",
+    "check_target", "legacy_protocol", "ortbench",
 ]

@@ -33,11 +33,30 @@ class MeasureProtocol(BaseModel):
     rounds: int = Field(default=ortbench.DEFAULT_PROTOCOL["rounds"], ge=1)
     noisy_rel_mad: float = Field(default=ortbench.DEFAULT_PROTOCOL["noisy_rel_mad"], gt=0.0)
     max_remeasure: int = Field(default=ortbench.DEFAULT_PROTOCOL["max_remeasure"], ge=0)
+    estimator: Literal["min-round-median", "median"] = Field(
+        default=ortbench.DEFAULT_PROTOCOL["estimator"],
+        description="one latency from a graph's rounds: min-round-median (the lowest of the rounds' medians: a host "
+        "that slows down for part of the time does not move it) or median (all samples pooled; tables profiled "
+        "before 2026-12-03, which is what a file without this key means)")
+    min_span_s: float = Field(
+        default=ortbench.DEFAULT_PROTOCOL["min_span_s"], ge=0.0,
+        description="a graph timed on its own (a delivered model, a candidate) spreads its rounds over at least this "
+        "many seconds, so they see the machine at different moments")
     net_call: Literal["session-run", "io-binding"] = Field(
         default=ortbench.DEFAULT_PROTOCOL["net_call"],
         description="how a whole network is called while timed: session-run (numpy in and out, as an application "
         "calls it; what a timing harness sees) or io-binding (pre-bound buffers, a few microseconds less; the "
         "whole-network protocol of tables profiled before 2026-12-02, which is what a file without this key means)")
+
+
+LEGACY_PROTOCOL: dict[str, Any] = {"net_call": "io-binding", "estimator": "median", "min_span_s": 0.0}
+"""What a stored protocol without one of these keys measured: each key came after tables had been written
+(net_call on 2026-12-02; estimator and min_span_s on 2026-12-03)."""
+
+
+def legacy_protocol(stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored protocol (a table's, a bundle runner's) with every missing later key set to what was done before it."""
+    return {**LEGACY_PROTOCOL, **stored}
 
 
 class LatencyStats(BaseModel):
@@ -103,24 +122,37 @@ def check_target(threads: int, provider: str) -> None:
 def measure_latency(
     session: "onnxruntime.InferenceSession", input_shape: tuple[int, ...], *, protocol: MeasureProtocol | None = None
 ) -> LatencyStats:
-    """Median latency (ms) of `session` on a random input of `input_shape`, with dispersion.
+    """Latency (ms) of `session` on a random input of `input_shape`, with dispersion.
 
-    The protocol's rounds run back to back here (the profiler interleaves them across graphs);
-    a noisy result is re-measured and the least dispersed measurement kept. The network is called
-    as the protocol's `net_call` says (by default as an application calls it)."""
+    With the min-round-median estimator the protocol's rounds run one after another, each at least
+    `min_span_s / rounds` long, and the fastest round's median counts (`ortbench.estimate`); a noisy
+    one gets one more round. With "median" (older tables) all samples are pooled and a noisy result
+    is re-measured, the least dispersed measurement kept. The network is called as the protocol's
+    `net_call` says (by default as an application calls it)."""
     p = (protocol or MeasureProtocol()).model_dump()
     fn = ortbench.net_runner(session, ortbench.random_feed(session, input_shape), p["net_call"])
     ortbench.warm_up(fn, p["warmup_runs"], p["warmup_s"])
-    best: dict[str, Any] | None = None
-    for _ in range(p["max_remeasure"] + 1):
-        samples = ortbench.time_runs(fn, p["min_repeats"], p["min_time_s"], p["max_repeats"])
-        st = ortbench.summarize(samples)
-        if best is None or ortbench.rel_spread(st) < ortbench.rel_spread(best):
-            best = st
+    if p["estimator"] == "median":
+        best: dict[str, Any] | None = None
+        for _ in range(p["max_remeasure"] + 1):
+            st = ortbench.summarize(ortbench.time_runs(fn, p["min_repeats"], p["min_time_s"], p["max_repeats"]))
+            if best is None or ortbench.rel_spread(st) < ortbench.rel_spread(best):
+                best = st
+            if ortbench.rel_spread(st) <= p["noisy_rel_mad"]:
+                break
+        assert best is not None
+        return LatencyStats.model_validate(best)
+    n = max(1, p["rounds"])
+    per_rep = max(3, -(-p["min_repeats"] // n))
+    per_time = max(p["min_time_s"], p["min_span_s"]) / n
+    rounds = [ortbench.time_runs(fn, per_rep, per_time, max(per_rep, p["max_repeats"] // n)) for _ in range(n)]
+    st = ortbench.estimate(rounds, p["estimator"])
+    for _ in range(p["max_remeasure"]):
         if ortbench.rel_spread(st) <= p["noisy_rel_mad"]:
             break
-    assert best is not None
-    return LatencyStats.model_validate(best)
+        rounds.append(ortbench.time_runs(fn, per_rep, per_time, max(per_rep, p["max_repeats"] // n)))
+        st = ortbench.estimate(rounds, p["estimator"])
+    return LatencyStats.model_validate(st)
 
 
 # ---------------------------------------------------------------- quantisation
