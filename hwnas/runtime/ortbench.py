@@ -35,7 +35,7 @@ DEFAULT_PROTOCOL = {
                                       # samples pooled, tables before 2026-12-03); see `estimate`
     "min_span_s": 0.5,      # a graph timed on its own (measure_latency) spreads its rounds over this long
     "noisy_rel_mad": 0.05,  # median absolute deviation / median above this -> the entry is re-measured
-    "max_remeasure": 1,     # re-measurements of a noisy entry; the least dispersed one is kept
+    "max_remeasure": 1,     # re-measurements of a noisy entry: one more round (median: the least dispersed kept)
     "net_call": "session-run",  # whole networks: "session-run" (numpy in and out, as an application calls
                                 # a model) or "io-binding" (pre-bound buffers; tables before 2026-12-02)
 }
