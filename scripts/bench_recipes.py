@@ -50,6 +50,7 @@ PRESET_VARIANTS: dict[str, str] = {
     "two-per-step": "{phases: {sandwich: {subnets_per_step: 2}}}",
     "progressive": "{schedule: progressive}",
     "delayed": "{schedule: delayed}",
+    "usage": "{grad_scaling: usage}",  # each weight's step scaled by how many of the step's subnets used it
     # sanity check of the machinery: only the largest subnet, no sharing: should match the largest alone
     "largest-only": "{schedule: custom, phases: [{name: full, epochs: 1, lr: 0.1, warmup_epochs: 0.02}]}",
 }

@@ -558,3 +558,46 @@ def test_small_image_sandwich_default_decays_weights_more_than_digits():
     assert default_config(cifar, "cifar10-small").weight_decay == 5e-4
     assert default_config(cifar, "cifar10-small", "progressive").weight_decay == 3e-5
     assert default_config(load_space("mbv3-tiny"), "digits").weight_decay == 3e-5
+
+
+def test_usage_scaling_averages_each_weight_over_the_subnets_that_used_it():
+    """grad_scaling 'usage': a step's summed gradient, per element, times n / (subnets whose gradient touched it).
+    Checked against each subnet's own gradient computed separately: weights only the largest subnet uses get n times
+    its gradient, weights every subnet uses keep the plain sum."""
+    from hwnas.train.api import step_loss
+
+    sp = micro_space()
+    cfg = default_config(sp, "x").model_copy(update={"kd_weight": 0.0, "zero_init_residual": False})
+    phase = cfg.phases[0]
+    _, subs = sample_step(sp, phase, 0, seed=0, epoch=0, step=0)
+    x = torch.randn(6, 3, subs[0].resolution, subs[0].resolution, generator=torch.Generator().manual_seed(1))
+    y = torch.tensor([0, 1, 0, 1, 0, 1])
+    torch.manual_seed(0)
+    net = Supernet(sp)
+    names = [n for n, _ in net.named_parameters()]
+
+    def grads(c: TrainConfig, ss: list) -> dict[str, torch.Tensor]:
+        net.zero_grad(set_to_none=True)
+        step_loss(net, net, x, y, ss, phase, c, None)
+        return {n: (p.grad.clone() if p.grad is not None else torch.zeros_like(p)) for n, p in net.named_parameters()}
+
+    each = [grads(cfg, [s]) for s in subs]
+    summed = grads(cfg, subs)
+    scaled = grads(cfg.model_copy(update={"grad_scaling": "usage"}), subs)
+    n = len(subs)
+    only_largest = shared = 0
+    for name in names:
+        used = sum((g[name] != 0).float() for g in each)
+        torch.testing.assert_close(summed[name], sum(g[name] for g in each), rtol=1e-5, atol=1e-7)
+        expect = summed[name] * n / used.clamp_min(1)
+        torch.testing.assert_close(scaled[name], expect, rtol=1e-5, atol=1e-7)
+        only_largest += int(((used == 1) & (each[0][name] != 0)).sum())
+        shared += int((used == n).sum())
+    assert only_largest > 0 and shared > 0  # both kinds of weight exist in this step
+
+
+def test_grad_scaling_is_validated_and_defaults_to_sum():
+    cfg = default_config(load_space("mbv3-cifar"), "cifar10-small")
+    assert cfg.grad_scaling == "sum"
+    with pytest.raises(Exception, match="grad_scaling"):
+        TrainConfig.model_validate(dict(cfg.model_dump(), grad_scaling="mean"))

@@ -9,6 +9,7 @@ uninterrupted run would.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -34,6 +35,7 @@ from hwnas.train.checkpoint import SupernetMeta, check_space, load_checkpoint, r
 from hwnas.train.config import PhaseConfig, TrainConfig, resolve_config
 from hwnas.train.distributed import DistContext, init_distributed, memory_format_for, resolve_device
 from hwnas.train.evaluate import evaluate_subnet, forward_seconds_per_image
+from hwnas.train.gradscale import UsageCounter
 from hwnas.train.losses import training_loss
 from hwnas.train.phases import eval_subnets, sample_step
 from hwnas.train.plan import (Plan, PhaseCost, estimate_eval_seconds, format_duration, parse_duration, phase_seconds,
@@ -253,7 +255,8 @@ def step_loss(
     model: Supernet, forward: Any, x: torch.Tensor, y: torch.Tensor, subs: list[Any], phase: PhaseConfig,
     cfg: TrainConfig, teacher: nn.Module | None, teach: bool = True,
 ) -> torch.Tensor:
-    """Forward and backward every subnet of one step (gradients summed); returns the mean loss.
+    """Forward and backward every subnet of one step (gradients summed, or scaled per weight by
+    `cfg.grad_scaling`); returns the mean loss.
 
     The teacher is the phase's: a frozen network, the largest subnet of this step (in place:
     it learns from the labels, the others from labels and its soft targets), or none. `teach`
@@ -264,15 +267,19 @@ def step_loss(
         with torch.no_grad():
             soft = teacher(x).float()
     total = torch.zeros((), device=x.device)
-    for i, sub in enumerate(subs):
-        model.set_active(sub)
-        logits = forward(x)
-        loss = training_loss(logits, y, soft, label_smoothing=cfg.label_smoothing,
-                             kd_weight=cfg.kd_weight, kd_temperature=cfg.kd_temperature)
-        loss.backward()  # gradients of all sampled subnets are summed: one optimizer step
-        total += loss.detach()
-        if i == 0 and phase.teacher == "inplace" and teach:
-            soft = logits.detach().float()
+    counter = UsageCounter(model.parameters()) if cfg.grad_scaling == "usage" and len(subs) > 1 else None
+    with counter if counter is not None else contextlib.nullcontext():
+        for i, sub in enumerate(subs):
+            model.set_active(sub)
+            logits = forward(x)
+            loss = training_loss(logits, y, soft, label_smoothing=cfg.label_smoothing,
+                                 kd_weight=cfg.kd_weight, kd_temperature=cfg.kd_temperature)
+            loss.backward()  # gradients of all sampled subnets are summed: one optimizer step
+            total += loss.detach()
+            if i == 0 and phase.teacher == "inplace" and teach:
+                soft = logits.detach().float()
+    if counter is not None:
+        counter.scale(len(subs))  # grad_scaling 'usage': each weight as if every subnet had used it
     return total / len(subs)
 
 

@@ -99,6 +99,10 @@ class TrainConfig(_Strict):
         default=0.0, ge=0, lt=1,
         description="share of each teaching phase's iterations trained on labels alone before the teacher's soft targets "
         "are used (a teacher that has not learnt yet pulls its students towards its mistakes)")
+    grad_scaling: Literal["sum", "usage"] = Field(
+        default="sum", description="how the gradients of a step's subnets combine: 'sum', or 'usage': each weight's sum "
+        "times (subnets in the step) / (subnets that used that weight), so weights only large subnets use move as far "
+        "per step as the shared ones")
     zero_init_residual: bool = Field(
         default=False, description="start every residual block's last BN scale at 0, so each block starts as the identity "
         "and every depth computes the same function at first (BigNAS)")
