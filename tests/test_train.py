@@ -520,19 +520,24 @@ def test_zero_init_residual_config_reaches_the_trained_supernet(tmp_path: Path, 
     assert all(float(blk.project_bn.weight.detach().abs().min()) > 0.5 for blk in first)
 
 
-def test_step_loss_before_kd_start_uses_labels_alone():
-    """teach=False (the steps before kd_start) gives exactly the loss of kd_weight 0; teach=True adds
-    the in-place teacher's soft targets."""
-    from hwnas.train.api import step_loss
-
+def _micro_step(**over):
+    """One sandwich step's inputs on the micro space: config (with `over`), phase, subnets, a batch, a seeded supernet."""
     sp = micro_space()
-    cfg = default_config(sp, "x").model_copy(update={"kd_weight": 1.0})
+    cfg = default_config(sp, "x").model_copy(update=over)
     phase = cfg.phases[0]
     _, subs = sample_step(sp, phase, 0, seed=0, epoch=0, step=0)
     x = torch.randn(6, 3, subs[0].resolution, subs[0].resolution, generator=torch.Generator().manual_seed(1))
     y = torch.tensor([0, 1, 0, 1, 0, 1])
     torch.manual_seed(0)
-    net = Supernet(sp)
+    return cfg, phase, subs, x, y, Supernet(sp)
+
+
+def test_step_loss_before_kd_start_uses_labels_alone():
+    """teach=False (the steps before kd_start) gives exactly the loss of kd_weight 0; teach=True adds
+    the in-place teacher's soft targets."""
+    from hwnas.train.api import step_loss
+
+    cfg, phase, subs, x, y, net = _micro_step(kd_weight=1.0)
 
     def loss(c: TrainConfig, teach: bool) -> float:
         net.zero_grad()
@@ -566,14 +571,7 @@ def test_usage_scaling_averages_each_weight_over_the_subnets_that_used_it():
     its gradient, weights every subnet uses keep the plain sum."""
     from hwnas.train.api import step_loss
 
-    sp = micro_space()
-    cfg = default_config(sp, "x").model_copy(update={"kd_weight": 0.0, "zero_init_residual": False})
-    phase = cfg.phases[0]
-    _, subs = sample_step(sp, phase, 0, seed=0, epoch=0, step=0)
-    x = torch.randn(6, 3, subs[0].resolution, subs[0].resolution, generator=torch.Generator().manual_seed(1))
-    y = torch.tensor([0, 1, 0, 1, 0, 1])
-    torch.manual_seed(0)
-    net = Supernet(sp)
+    cfg, phase, subs, x, y, net = _micro_step(kd_weight=0.0, zero_init_residual=False)
     names = [n for n, _ in net.named_parameters()]
 
     def grads(c: TrainConfig, ss: list) -> dict[str, torch.Tensor]:
