@@ -572,7 +572,6 @@ def test_usage_scaling_averages_each_weight_over_the_subnets_that_used_it():
     from hwnas.train.api import step_loss
 
     cfg, phase, subs, x, y, net = _micro_step(kd_weight=0.0, zero_init_residual=False)
-    names = [n for n, _ in net.named_parameters()]
 
     def grads(c: TrainConfig, ss: list) -> dict[str, torch.Tensor]:
         net.zero_grad(set_to_none=True)
@@ -584,7 +583,7 @@ def test_usage_scaling_averages_each_weight_over_the_subnets_that_used_it():
     scaled = grads(cfg.model_copy(update={"grad_scaling": "usage"}), subs)
     n = len(subs)
     only_largest = shared = 0
-    for name in names:
+    for name in summed:
         used = sum((g[name] != 0).float() for g in each)
         torch.testing.assert_close(summed[name], sum(g[name] for g in each), rtol=1e-5, atol=1e-7)
         expect = summed[name] * n / used.clamp_min(1)
