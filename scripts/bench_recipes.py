@@ -152,6 +152,9 @@ def main() -> int:
     ap.add_argument("--alone-acc", type=float, nargs="+", default=None, metavar="ACC",
                     help="with --no-alone: the alone accuracies of the subnets, measured before at these epochs "
                          "(e.g. BENCHMARKS.md), for the diff and tau columns")
+    ap.add_argument("--alone-seed", type=int, default=0, metavar="S",
+                    help="another draw of the alone column: subnet i trains alone with seed S*100+i (files "
+                         "alone[-zi]-seedS-i.json); 0 is the original column. The subnets themselves do not change")
     ap.add_argument("--train-limit", type=int, default=None, metavar="N", help="a random N training images (smoke tests only)")
     ap.add_argument("--variant", nargs=2, action="append", metavar=("NAME", "YAML"), default=[],
                     help="a name and the training-config fields to change (YAML), e.g. kd0 '{kd_weight: 0}'")
@@ -174,10 +177,10 @@ def main() -> int:
         raise SystemExit("give --variant NAME YAML or --preset NAME ...")
     space, subs = setup(work, data, a.epochs, a.subnets, a.seed)
     t0 = time.time()
-    tag = "alone-zi" if a.alone_zero_init else "alone"
+    tag = ("alone-zi" if a.alone_zero_init else "alone") + (f"-seed{a.alone_seed}" if a.alone_seed else "")
     alone_jobs = [Job(work / f"{tag}-{i}.json", train_alone_job,
                       dict(space=space.model_dump(mode="json"), subnet=s.model_dump(mode="json"), data=data,
-                           epochs=a.epochs, seed=a.seed + i, index=i, device=a.device, zero_init=a.alone_zero_init))
+                           epochs=a.epochs, seed=a.seed + 100 * a.alone_seed + i, index=i, device=a.device, zero_init=a.alone_zero_init))
                   for i, s in enumerate(subs) if a.alone_subset is None or i in a.alone_subset]
     if a.no_alone:
         alone_jobs = []
