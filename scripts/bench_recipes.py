@@ -152,9 +152,10 @@ def main() -> int:
     ap.add_argument("--alone-acc", type=float, nargs="+", default=None, metavar="ACC",
                     help="with --no-alone: the alone accuracies of the subnets, measured before at these epochs "
                          "(e.g. BENCHMARKS.md), for the diff and tau columns")
-    ap.add_argument("--alone-seed", type=int, default=0, metavar="S",
-                    help="another draw of the alone column: subnet i trains alone with seed S*100+i (files "
-                         "alone[-zi]-seedS-i.json); 0 is the original column. The subnets themselves do not change")
+    ap.add_argument("--alone-seed", type=int, nargs="+", default=[0], metavar="S",
+                    help="draws of the alone column: in draw S subnet i trains alone with seed --seed + 100*S + i "
+                         "(files alone[-zi]-seedS-i.json; draw 0 is alone[-zi]-i.json); with several draws the "
+                         "alone column is their mean. The subnets themselves do not change")
     ap.add_argument("--train-limit", type=int, default=None, metavar="N", help="a random N training images (smoke tests only)")
     ap.add_argument("--variant", nargs=2, action="append", metavar=("NAME", "YAML"), default=[],
                     help="a name and the training-config fields to change (YAML), e.g. kd0 '{kd_weight: 0}'")
@@ -177,10 +178,11 @@ def main() -> int:
         raise SystemExit("give --variant NAME YAML or --preset NAME ...")
     space, subs = setup(work, data, a.epochs, a.subnets, a.seed)
     t0 = time.time()
-    tag = ("alone-zi" if a.alone_zero_init else "alone") + (f"-seed{a.alone_seed}" if a.alone_seed else "")
-    alone_jobs = [Job(work / f"{tag}-{i}.json", train_alone_job,
+    tag = "alone-zi" if a.alone_zero_init else "alone"
+    alone_jobs = [Job(work / (f"{tag}-{i}.json" if d == 0 else f"{tag}-seed{d}-{i}.json"), train_alone_job,
                       dict(space=space.model_dump(mode="json"), subnet=s.model_dump(mode="json"), data=data,
-                           epochs=a.epochs, seed=a.seed + 100 * a.alone_seed + i, index=i, device=a.device, zero_init=a.alone_zero_init))
+                           epochs=a.epochs, seed=a.seed + 100 * d + i, index=i, device=a.device, zero_init=a.alone_zero_init))
+                  for d in dict.fromkeys(a.alone_seed)
                   for i, s in enumerate(subs) if a.alone_subset is None or i in a.alone_subset]
     if a.no_alone:
         alone_jobs = []
@@ -196,15 +198,20 @@ def main() -> int:
         raise SystemExit(f"alone trainings failed: {[r['error'] for r in alone.values() if 'error' in r]}")
     if a.alone_acc and len(a.alone_acc) != len(subs):
         raise SystemExit(f"--alone-acc: {len(subs)} accuracies needed, got {len(a.alone_acc)}")
-    by_index = {j.kwargs["index"]: alone[j.out]["val_acc"] for j in alone_jobs} or dict(enumerate(a.alone_acc or []))
+    draws: dict[int, list[dict[str, Any]]] = {}  # subnet index -> its alone results, one per draw
+    for j in alone_jobs:
+        draws.setdefault(j.kwargs["index"], []).append(alone[j.out])
+    by_index = ({i: float(np.mean([r["val_acc"] for r in rs])) for i, rs in draws.items()}
+                or dict(enumerate(a.alone_acc or [])))
     idx = sorted(by_index)
     alone_acc = [by_index[i] for i in idx]
     print(f"\n# bench_recipes: {a.epochs:g} epochs each, {len(subs)} subnets, device {a.device}, data {data}, "
           f"{time.time() - t0:.0f} s, load {os.getloadavg()[0]:.1f}\n")
-    print("| subnet | MACs (M) | alone acc | alone img/s |")
+    n_draws = len(dict.fromkeys(a.alone_seed)) if alone_jobs else 1
+    print(f"| subnet | MACs (M) | alone acc{f' (mean of {n_draws} draws)' if n_draws > 1 else ''} | alone img/s |")
     print("| ---: | ---: | ---: | ---: |")
     for i, s in enumerate(subs):
-        r = alone.get(work / f"{tag}-{i}.json", {})
+        r = draws.get(i, [{}])[0]
         acc = by_index.get(i, float("nan"))
         print(f"| {i} | {macs_of(space, s) / 1e6:.1f} | {acc:.4f} | {r.get('images_per_s') or 0:.0f} |")
     if alone_acc:
