@@ -172,6 +172,20 @@ def test_sandwich_step_trains_largest_then_smallest_then_random():
     assert len(seen) > 10  # the rest are random draws
 
 
+def test_largest_random_step_trains_largest_then_random_draws_only():
+    sp = micro_space()
+    phase = default_config(sp, "x").phases[0].model_copy(update={"sampler": "largest_random"})
+    smallest_second = 0
+    seen = set()
+    for step in range(40):
+        res, subs = sample_step(sp, phase, 0, seed=1, epoch=0, step=step)
+        assert len(subs) == 4 and subs[0] == sp.largest(res)
+        smallest_second += subs[1] == sp.smallest(res)
+        seen.update(s.model_dump_json() for s in subs[1:])
+    assert smallest_second < 20  # the smallest is not forced into every step
+    assert len(seen) > 20
+
+
 def test_step_sampling_is_a_pure_function_of_the_position():
     sp = micro_space()
     phase = default_config(sp, "x", schedule="progressive").phase("expand2")

@@ -50,13 +50,14 @@ class PhaseConfig(_Strict):
         default_factory=dict,
         description="dimension -> how many of its largest choices are open (0 = all); a dimension not named stays at its largest",
     )
-    sampler: Literal["random", "sandwich"] = Field(
-        default="random", description="random: subnets drawn uniformly; sandwich: largest, smallest, then random ones")
+    sampler: Literal["random", "sandwich", "largest_random"] = Field(
+        default="random", description="random: subnets drawn uniformly; sandwich: largest, smallest, then random ones; "
+        "largest_random: largest, then random ones (the smallest only when drawn)")
     subnets_per_step: int = Field(default=1, ge=1, le=64, description="subnets trained per step; gradients summed")
     teacher: Literal["none", "frozen", "inplace"] = Field(
         default="none",
         description="frozen: a copy of the largest network taken when this phase starts (kept for later phases); "
-        "inplace: the largest subnet of the same step (sandwich only)")
+        "inplace: the largest subnet of the same step (samplers sandwich and largest_random)")
     reorder_channels: bool = Field(default=False, description="sort expanded channels by importance when the phase starts")
 
     @field_validator("elastic")
@@ -71,8 +72,8 @@ class PhaseConfig(_Strict):
     def _consistent(self) -> "PhaseConfig":
         if self.epochs > 0 and self.warmup_epochs > self.epochs:
             raise ValueError(f"warmup_epochs ({self.warmup_epochs}) exceeds epochs ({self.epochs})")
-        if self.teacher == "inplace" and self.sampler != "sandwich":
-            raise ValueError("teacher 'inplace' needs sampler 'sandwich' (the largest subnet of the step teaches)")
+        if self.teacher == "inplace" and self.sampler == "random":
+            raise ValueError("teacher 'inplace' needs sampler 'sandwich' or 'largest_random' (the largest subnet of the step teaches)")
         if self.sampler == "sandwich" and self.subnets_per_step < 2:
             raise ValueError("sampler 'sandwich' trains the largest and the smallest subnet: subnets_per_step >= 2")
         return self

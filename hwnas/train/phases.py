@@ -41,13 +41,16 @@ def sample_step(space: Space, phase: PhaseConfig, phase_index: int, seed: int, e
     """One step's resolution and subnets (all at that resolution), valid for the full `space`.
 
     random: `subnets_per_step` uniform draws from the phase's space. sandwich: the phase's largest
-    subnet first (the in-place teacher), its smallest, then random draws."""
+    subnet first (the in-place teacher), its smallest, then random draws. largest_random: the largest,
+    then random draws (more of the step for the middle of the space)."""
     rng = step_rng(seed, phase_index, epoch, step)
     restricted = phase_space(space, phase)
     resolution = int(rng.choice(space.resolutions))
     if phase.sampler == "sandwich":
         subs = [restricted.largest(), restricted.smallest()]
         subs += [restricted.sample(rng=rng) for _ in range(phase.subnets_per_step - 2)]
+    elif phase.sampler == "largest_random":
+        subs = [restricted.largest()] + [restricted.sample(rng=rng) for _ in range(phase.subnets_per_step - 1)]
     else:
         subs = [restricted.sample(rng=rng) for _ in range(phase.subnets_per_step)]
     out = []
