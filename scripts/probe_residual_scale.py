@@ -25,10 +25,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_supernet_quality import DEFAULT_DATA, _fresh_net  # noqa: E402
 
 from hwnas.data import load_dataset  # noqa: E402
-from hwnas.space import build_plan, load_space, with_classes  # noqa: E402
-from hwnas.supernet import MBConv, StaticNet, init_weights, zero_init_residual  # noqa: E402
+from hwnas.space import load_space, with_classes  # noqa: E402
+from hwnas.supernet import MBConv  # noqa: E402
 from hwnas.train.checkpoint import load_supernet  # noqa: E402
 from hwnas.train.evaluate import evaluate_subnet  # noqa: E402
 from hwnas.train.standalone import train_network  # noqa: E402
@@ -50,7 +53,7 @@ def main() -> int:
     ap.add_argument("--subnet", type=int, required=True, help="index into subnets.json")
     ap.add_argument("--epochs", type=float, default=7.0)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--data", default="/work/shared/datasets/cifar10-small")
+    ap.add_argument("--data", default=str(DEFAULT_DATA))
     a = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     work = Path(a.work)
@@ -62,10 +65,7 @@ def main() -> int:
     inherited_acc = evaluate_subnet(sup, sub, ds, calib_images=2000)
     inherited = residual_scales(sup.extract(sub))
 
-    torch.manual_seed(a.seed)
-    net = StaticNet(build_plan(space, sub))
-    init_weights(net)
-    zero_init_residual(net)
+    net, _, _ = _fresh_net(space.model_dump(mode="json"), sub.model_dump(mode="json"), a.data, a.seed, zero_init=True)
     t0 = time.time()
     r = train_network(net, ds, resolution=sub.resolution, epochs=a.epochs, seed=a.seed, label=f"alone {a.subnet}")
     alone = residual_scales(net)
