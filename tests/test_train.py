@@ -186,6 +186,38 @@ def test_largest_random_step_trains_largest_then_random_draws_only():
     assert len(seen) > 20
 
 
+def test_depth_weights_skew_the_named_stage_of_random_draws_only():
+    sp = micro_space()
+    base = default_config(sp, "x").phases[0]
+    skewed = base.model_copy(update={"depth_weights": {0: [0, 1, 3]}})
+    first, second = [], []
+    for step in range(200):
+        res, subs = sample_step(sp, skewed, 0, seed=2, epoch=0, step=step)
+        assert subs[0] == sp.largest(res) and subs[1] == sp.smallest(res)  # the sandwich's ends are not drawn
+        first += [s.depths[0] for s in subs[2:]]
+        second += [s.depths[1] for s in subs[2:]]
+    assert 1 not in first  # weight 0: never drawn
+    assert 0.65 < first.count(3) / len(first) < 0.85  # 3/4 expected
+    assert all(0.25 < second.count(d) / len(second) < 0.42 for d in (1, 2, 3))  # stage 1 stays uniform
+    # no weights: exactly the draws of before (the default's runs reproduce)
+    plain = base.model_copy(update={"depth_weights": {}})
+    assert sample_step(sp, plain, 0, 2, 0, 3) == sample_step(sp, base, 0, 2, 0, 3)
+
+
+def test_depth_weights_are_checked_in_the_config_and_against_the_space(tmp_path: Path, tiny_data: str):
+    from hwnas.train.api import train_supernet
+
+    phase = default_config(micro_space(), "x").phases[0].model_dump()
+    for bad in ({0: [0, 0, 0]}, {0: [1, -1, 1]}, {-1: [1, 1, 1]}):
+        with pytest.raises(ValueError, match="weights|stage indices"):
+            TrainConfig.model_validate(dict(phases=[dict(phase, depth_weights=bad)]))
+    for bad, words in (({0: [1, 2]}, "2 weights for its 3"), ({2: [1, 1, 1]}, "stages 0..1")):
+        cfg = _tiny_cfg(schedule="sandwich", phases=[dict(phase, epochs=1, warmup_epochs=0, depth_weights=bad)])
+        with pytest.raises(UserError, match=words):
+            train_supernet(micro_space(), tiny_data, tmp_path / "w.pt", config=cfg, progress=False)
+        assert not (tmp_path / "w.pt").exists()  # refused before anything is written
+
+
 def test_step_sampling_is_a_pure_function_of_the_position():
     sp = micro_space()
     phase = default_config(sp, "x", schedule="progressive").phase("expand2")

@@ -9,6 +9,7 @@ subnet object in hand is always valid for its space.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 import json
 import math
 from typing import Any, Literal
@@ -183,14 +184,33 @@ class Space(_Strict):
         _check_against_space(self, raw)
         return Subnet(space=self.name, **raw.model_dump())
 
-    def sample(self, seed: int | None = None, rng: np.random.Generator | None = None) -> "Subnet":
-        """Uniformly sample (per choice, as OFA does) a subnet."""
+    def sample(self, seed: int | None = None, rng: np.random.Generator | None = None,
+               depth_weights: Mapping[int, Sequence[float]] | None = None) -> "Subnet":
+        """Uniformly sample (per choice, as OFA does) a subnet; `depth_weights` (stage index -> relative
+        weights of its depth choices) skews the depth of the stages it names."""
         rng = rng if rng is not None else np.random.default_rng(seed)
-        depths = [int(rng.choice(s.depths)) for s in self.stages]
+        probs = self.depth_probabilities(depth_weights or {})
+        depths = [int(rng.choice(s.depths, p=probs.get(i))) for i, s in enumerate(self.stages)]
         kernels = [[int(rng.choice(s.kernels)) for _ in range(d)] for s, d in zip(self.stages, depths)]
         expands = [[int(rng.choice(s.expands)) for _ in range(d)] for s, d in zip(self.stages, depths)]
         res = int(rng.choice(self.resolutions))
         return self.validate_subnet(dict(resolution=res, depths=depths, kernels=kernels, expands=expands))
+
+    def depth_probabilities(self, depth_weights: Mapping[int, Sequence[float]]) -> dict[int, list[float]]:
+        """Normalised depth weights per named stage; ValueError names a stage that does not exist or
+        a weight list whose length is not that stage's number of depth choices."""
+        out = {}
+        for i, w in depth_weights.items():
+            if not 0 <= i < len(self.stages):
+                raise ValueError(f"depth weights for stage {i}: the space has stages 0..{len(self.stages) - 1}")
+            if len(w) != len(self.stages[i].depths):
+                raise ValueError(f"depth weights for stage {i}: {len(w)} weights for its {len(self.stages[i].depths)} "
+                                 f"open depth choices {self.stages[i].depths}")
+            total = float(sum(w))
+            if not total > 0:
+                raise ValueError(f"depth weights for stage {i}: all 0")
+            out[i] = [float(x) / total for x in w]
+        return out
 
     def smallest(self, resolution: int | None = None) -> "Subnet":
         return self._uniform(0, resolution if resolution is not None else self.resolutions[0])

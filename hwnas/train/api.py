@@ -37,7 +37,7 @@ from hwnas.train.distributed import DistContext, init_distributed, memory_format
 from hwnas.train.evaluate import evaluate_subnet, forward_seconds_per_image
 from hwnas.train.gradscale import UsageCounter
 from hwnas.train.losses import training_loss
-from hwnas.train.phases import eval_subnets, sample_step
+from hwnas.train.phases import check_phases, eval_subnets, sample_step
 from hwnas.train.plan import (Plan, PhaseCost, estimate_eval_seconds, format_duration, parse_duration, phase_seconds,
                               plan_epochs)
 from hwnas.train.schedule import CosineSchedule, make_optimizer
@@ -690,6 +690,7 @@ def _train(space_spec: Space | str, data: str, out: Path, config: Any, epochs_sc
         cfg = ckpt_cfg
     else:
         cfg = resolve_config(space, data, config, transfer=init is not None).scaled(epochs_scale)
+    check_phases(space, cfg)
     dctx.barrier()  # every rank has checked --out before rank 0 creates it
 
     torch.manual_seed(cfg.seed)

@@ -59,6 +59,21 @@ class PhaseConfig(_Strict):
         description="frozen: a copy of the largest network taken when this phase starts (kept for later phases); "
         "inplace: the largest subnet of the same step (samplers sandwich and largest_random)")
     reorder_channels: bool = Field(default=False, description="sort expanded channels by importance when the phase starts")
+    depth_weights: dict[int, list[float]] = Field(
+        default_factory=dict,
+        description="stage index -> relative weights of its open depth choices, smallest first, for the random draws "
+        "of a step (a stage not named: uniform). Weighting a stage towards its largest depth trains the blocks only "
+        "deep subnets use more often")
+
+    @field_validator("depth_weights")
+    @classmethod
+    def _weights(cls, v: dict[int, list[float]]) -> dict[int, list[float]]:
+        for stage, w in v.items():
+            if stage < 0:
+                raise ValueError(f"stage indices must be >= 0, got {stage}")
+            if not w or any(not math.isfinite(x) or x < 0 for x in w) or sum(w) <= 0:
+                raise ValueError(f"stage {stage}: weights must be finite, >= 0 and not all 0, got {w}")
+        return v
 
     @field_validator("elastic")
     @classmethod
@@ -81,7 +96,8 @@ class PhaseConfig(_Strict):
     @property
     def kind(self) -> tuple[Any, ...]:
         """What decides the cost of one step (phases of one kind cost the same per iteration)."""
-        return (tuple(sorted(self.elastic.items())), self.sampler, self.subnets_per_step, self.teacher)
+        return (tuple(sorted(self.elastic.items())), self.sampler, self.subnets_per_step, self.teacher,
+                tuple(sorted((k, tuple(v)) for k, v in self.depth_weights.items())))
 
 
 class TrainConfig(_Strict):

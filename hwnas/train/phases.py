@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from hwnas.errors import UserError
 from hwnas.space.models import Space, Subnet
-from hwnas.train.config import PhaseConfig
+from hwnas.train.config import PhaseConfig, TrainConfig
 
 
 def _open(choices: list[int], count: int | None) -> list[int]:
@@ -32,6 +33,16 @@ def phase_space(space: Space, phase: PhaseConfig) -> Space:
     return space.model_copy(update=dict(stages=stages))
 
 
+def check_phases(space: Space, cfg: TrainConfig) -> None:
+    """What a config says of the space's stages holds for this space (raised before training, not at a step)."""
+    for phase in cfg.phases:
+        if phase.depth_weights:
+            try:
+                phase_space(space, phase).depth_probabilities(phase.depth_weights)
+            except ValueError as e:
+                raise UserError(f"phase {phase.name!r}: {e}") from None
+
+
 def step_rng(seed: int, phase_index: int, epoch: int, step: int) -> np.random.Generator:
     """An explicit generator for one training step (identical on every rank and after resume)."""
     return np.random.default_rng([seed, phase_index, epoch, step])
@@ -40,19 +51,23 @@ def step_rng(seed: int, phase_index: int, epoch: int, step: int) -> np.random.Ge
 def sample_step(space: Space, phase: PhaseConfig, phase_index: int, seed: int, epoch: int, step: int) -> tuple[int, list[Subnet]]:
     """One step's resolution and subnets (all at that resolution), valid for the full `space`.
 
-    random: `subnets_per_step` uniform draws from the phase's space. sandwich: the phase's largest
-    subnet first (the in-place teacher), its smallest, then random draws. largest_random: the largest,
-    then random draws (more of the step for the middle of the space)."""
+    random: `subnets_per_step` draws from the phase's space (uniform per choice, depths skewed by the
+    phase's `depth_weights`). sandwich: the phase's largest subnet first (the in-place teacher), its
+    smallest, then random draws. largest_random: the largest, then random draws (more of the step for
+    the middle of the space)."""
     rng = step_rng(seed, phase_index, epoch, step)
     restricted = phase_space(space, phase)
     resolution = int(rng.choice(space.resolutions))
+
+    def draw(n: int) -> list[Subnet]:
+        return [restricted.sample(rng=rng, depth_weights=phase.depth_weights) for _ in range(n)]
+
     if phase.sampler == "sandwich":
-        subs = [restricted.largest(), restricted.smallest()]
-        subs += [restricted.sample(rng=rng) for _ in range(phase.subnets_per_step - 2)]
+        subs = [restricted.largest(), restricted.smallest()] + draw(phase.subnets_per_step - 2)
     elif phase.sampler == "largest_random":
-        subs = [restricted.largest()] + [restricted.sample(rng=rng) for _ in range(phase.subnets_per_step - 1)]
+        subs = [restricted.largest()] + draw(phase.subnets_per_step - 1)
     else:
-        subs = [restricted.sample(rng=rng) for _ in range(phase.subnets_per_step)]
+        subs = draw(phase.subnets_per_step)
     out = []
     for s in subs:
         d = s.model_dump()
