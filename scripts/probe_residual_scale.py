@@ -54,6 +54,9 @@ def main() -> int:
     ap.add_argument("--epochs", type=float, default=7.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data", default=str(DEFAULT_DATA))
+    ap.add_argument("--no-alone", action="store_true",
+                    help="print the inherited scales only (seconds, not a training): to compare supernets of one work "
+                         "folder against an alone column measured before")
     a = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     work = Path(a.work)
@@ -64,6 +67,15 @@ def main() -> int:
     sup, _ = load_supernet(Path(a.supernet), map_location="cpu")
     inherited_acc = evaluate_subnet(sup, sub, ds, calib_images=2000)
     inherited = residual_scales(sup.extract(sub))
+
+    if a.no_alone:
+        print(f"subnet {a.subnet}: depths {sub.depths}; inherited accuracy {inherited_acc:.4f} ({a.supernet})")
+        print("| block | mean abs scale, inherited |")
+        print("| ---: | ---: |")
+        for i, s_inh in inherited:
+            print(f"| {i} | {s_inh:.3f} |")
+        print(f"| mean | {sum(s for _, s in inherited) / len(inherited):.3f} |")
+        return 0
 
     net, _, _ = _fresh_net(space.model_dump(mode="json"), sub.model_dump(mode="json"), a.data, a.seed, zero_init=True)
     t0 = time.time()
