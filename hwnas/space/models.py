@@ -9,9 +9,9 @@ subnet object in hand is always valid for its space.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 import json
 import math
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
