@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from torch import nn
 
 from hwnas.data import Dataset
 from hwnas.errors import TrainingDiverged, UserError
@@ -18,6 +19,7 @@ from hwnas.supernet import Supernet
 from hwnas.train.bn import recalibrate_bn
 from hwnas.train.checkpoint import SupernetMeta, load_checkpoint, load_supernet, save_checkpoint
 from hwnas.train.config import PHASES, TrainConfig, default_config, progressive_phases, resolve_config
+from hwnas.train.ema import WeightEMA, step_decay
 from hwnas.train.evaluate import accuracy, evaluate_subnet
 from hwnas.train.losses import kd_loss, soft_target_ce, training_loss
 from hwnas.train.phases import eval_subnets, phase_space, sample_step
@@ -644,3 +646,87 @@ def test_grad_scaling_is_validated_and_defaults_to_sum():
     assert cfg.grad_scaling == "sum"
     with pytest.raises(Exception, match="grad_scaling"):
         TrainConfig.model_validate(dict(cfg.model_dump(), grad_scaling="mean"))
+
+
+# ---------------------------------------------------------------- the weights' moving average
+
+
+def test_step_decay_halves_after_the_halflife():
+    d = step_decay(0.5, 40)
+    assert d ** 20 == pytest.approx(0.5, rel=1e-9)
+    assert step_decay(2.0, 40) > d  # a longer horizon forgets more slowly
+    with pytest.raises(ValueError):
+        step_decay(0.0, 40)
+
+
+def test_average_follows_the_closed_form_with_its_warm_up():
+    net = nn.Linear(2, 1)
+    ema = WeightEMA(net, decay=0.9)
+    w0 = net.weight.detach().clone()
+    expected = w0.clone()
+    for n, value in enumerate([1.0, -2.0, 3.0, 0.5]):
+        with torch.no_grad():
+            net.weight.fill_(value)
+        d = min(0.9, (1 + n) / (10 + n))
+        expected = d * expected + (1 - d) * torch.full_like(expected, value)
+        ema.update(net)
+    assert torch.allclose(ema.shadow[ema.names.index("weight")], expected, atol=1e-6)
+    assert ema.current_decay() == pytest.approx(min(0.9, 5 / 14))
+
+    live = net.weight.detach().clone()
+    with ema.applied(net):
+        assert torch.allclose(net.weight, expected, atol=1e-6)
+    assert torch.equal(net.weight, live)  # the live weights come back exactly
+
+    other = WeightEMA(nn.Linear(2, 1), decay=0.9)
+    other.load_state_dict(ema.state_dict())
+    assert other.updates == 4 and all(torch.equal(a, b) for a, b in zip(other.shadow, ema.shadow))
+    ema.reset(net)
+    assert ema.updates == 0 and torch.equal(ema.shadow[ema.names.index("weight")], live)
+
+
+def _ema_cfg(halflife: float) -> TrainConfig:
+    return TrainConfig.model_validate(dict(
+        schedule="custom", batch_size=8, eval_subnets=0, flip=False, checkpoint_every_seconds=0,
+        ema_halflife_epochs=halflife, kd_weight=0,
+        phases=[dict(name="s", epochs=2, lr=0.05, sampler="sandwich", subnets_per_step=2,
+                     elastic={"kernel": 0, "depth": 0, "expand": 0})]))
+
+
+def test_a_run_stores_the_average_and_trains_the_same_live_weights(tmp_path: Path, tiny_data: str):
+    from hwnas.train.api import train_supernet
+
+    plain = train_supernet(micro_space(), tiny_data, tmp_path / "plain.pt", config=_ema_cfg(0.0), progress=False)
+    # a horizon far below one step: the average is the live weights, so the run must match the plain one exactly
+    instant = train_supernet(micro_space(), tiny_data, tmp_path / "instant.pt", config=_ema_cfg(1e-6), progress=False)
+    assert instant["weights_sha256"] == plain["weights_sha256"]
+    avg = train_supernet(micro_space(), tiny_data, tmp_path / "avg.pt", config=_ema_cfg(1.0), progress=False)
+    assert avg["weights_sha256"] != plain["weights_sha256"]
+    state = load_checkpoint(tmp_path / "avg.pt")
+    assert state["meta"]["finished"] and state["ema"] is None  # the average became the model
+    a, p = state["model"], load_checkpoint(tmp_path / "plain.pt")["model"]
+    bn_stats = [k for k in a if "running" in k]
+    assert bn_stats and all(torch.equal(a[k], p[k]) for k in bn_stats)  # statistics are not averaged
+
+
+def test_the_average_resumes_with_the_run(tmp_path: Path, tiny_data: str, monkeypatch: pytest.MonkeyPatch):
+    """A run cut after its 3rd step and resumed ends with the same averaged weights as an uncut one."""
+    from hwnas.train.api import train_supernet
+
+    cfg = _ema_cfg(1.0).model_copy(update={"checkpoint_every_iters": 1})
+    ref = train_supernet(micro_space(), tiny_data, tmp_path / "ref.pt", config=cfg, progress=False)
+    real, calls = WeightEMA.update, {"n": 0}
+
+    def cut_at_the_fourth(self: WeightEMA, model: nn.Module) -> None:
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        real(self, model)
+
+    monkeypatch.setattr(WeightEMA, "update", cut_at_the_fourth)
+    with pytest.raises(KeyboardInterrupt):
+        train_supernet(micro_space(), tiny_data, tmp_path / "cut.pt", config=cfg, progress=False)
+    assert load_checkpoint(tmp_path / "cut.pt")["ema"]["updates"] == 3
+    monkeypatch.setattr(WeightEMA, "update", real)
+    res = train_supernet(micro_space(), tiny_data, tmp_path / "cut.pt", resume=True, progress=False)
+    assert res["weights_sha256"] == ref["weights_sha256"]

@@ -32,6 +32,7 @@ from hwnas.space import build_plan, load_space, with_classes
 from hwnas.space.models import Space
 from hwnas.supernet import StaticNet, Supernet
 from hwnas.train.checkpoint import SupernetMeta, check_space, load_checkpoint, read_meta, save_checkpoint
+from hwnas.train.ema import WeightEMA, step_decay
 from hwnas.train.config import PhaseConfig, TrainConfig, resolve_config
 from hwnas.train.distributed import DistContext, init_distributed, memory_format_for, resolve_device
 from hwnas.train.evaluate import evaluate_subnet, forward_seconds_per_image
@@ -152,6 +153,7 @@ class _Run:
     replans: int = 0
     save_s: float = 0.5  # measured cost of one checkpoint
     init: dict[str, Any] | None = None  # `--init` transfer report (which tensors were copied, which fresh)
+    ema: WeightEMA | None = None  # the weights' moving average while training runs (`ema_halflife_epochs`)
 
     @property
     def finished(self) -> bool:
@@ -189,6 +191,7 @@ class _Run:
             "history": self.history,
             "elapsed": self.elapsed,
             "init": self.init,
+            "ema": self.ema.state_dict() if self.ema is not None else None,
         }
 
     def save(self) -> None:
@@ -226,6 +229,8 @@ def _phase_start_actions(run: _Run) -> None:
         run.teacher = _make_teacher(run.model, run.device)
     if run.phase.reorder_channels:
         run.model.reorder_channels()  # optimizer is fresh: no stale momentum survives the permutation
+        if run.ema is not None:
+            run.ema.reset(run.model)  # the average of unpermuted weights would mix unrelated channels
 
 
 def _make_teacher(model: Supernet, device: torch.device) -> StaticNet:
@@ -333,6 +338,8 @@ def _train_epoch(run: _Run, it: BatchIterator, ddp: nn.Module, calib: torch.Tens
             )
         lr = run.schedule.apply(run.optimizer)
         run.optimizer.step()
+        if run.ema is not None:
+            run.ema.update(run.model)
         run.schedule.step()
         run.pos.batch += 1
         dt = time.perf_counter() - t0
@@ -368,9 +375,16 @@ def _train_epoch(run: _Run, it: BatchIterator, ddp: nn.Module, calib: torch.Tens
         "images_per_s": images_epoch / max(seconds, 1e-9), "seconds": seconds,
     }
     eval_record = None
+    if finished_phase and last_phase and run.ema is not None:  # every rank: the finished supernet is the average
+        run.ema.copy_to(run.model)
+        run.ema = None
     if finished_phase and run.dist.is_main and (cfg.eval_at == "phase_end" or last_phase):
         t_eval = time.perf_counter()
-        ev = _evaluate(run, calib)
+        if run.ema is not None:
+            with run.ema.applied(run.model):
+                ev = _evaluate(run, calib)
+        else:
+            ev = _evaluate(run, calib)
         run.metrics = {"phase": phase.name, "epoch": record["epoch"], **ev}
         eval_record = {"type": "eval", "seconds": time.perf_counter() - t_eval, **run.metrics}
         run.history.append(run.metrics)
@@ -712,8 +726,15 @@ def _train(space_spec: Space | str, data: str, out: Path, config: Any, epochs_sc
         run.init = report.to_dict()
         if progress and dctx.is_main:
             print(report.summary(), file=sys.stderr, flush=True)
+    if cfg.ema_halflife_epochs > 0:
+        run.ema = WeightEMA(model, step_decay(cfg.ema_halflife_epochs, run.iters_per_epoch))
     if state is not None:
         model.load_state_dict(state["model"])
+        if run.ema is not None:
+            if state.get("ema") is not None:
+                run.ema.load_state_dict(state["ema"])
+            else:  # a finished checkpoint holds the average as its model; a checkpoint of step 0 has none yet
+                run.ema.reset(model)
         run.init = state.get("init")
         run.pos = Position(**state["position"])
         run.history = list(state.get("history") or [])

@@ -120,6 +120,9 @@ class TrainConfig(_Strict):
         default="sum", description="how the gradients of a step's subnets combine: 'sum', or 'usage': each weight's sum "
         "times (subnets in the step) / (subnets that used that weight), so weights only large subnets use move as far "
         "per step as the shared ones")
+    ema_halflife_epochs: float = Field(
+        default=0.0, ge=0, description="keep an exponential moving average of the weights whose weight halves after this "
+        "many epochs, evaluate with it and store it as the finished supernet (0: off, the live weights)")
     zero_init_residual: bool = Field(
         default=False, description="start every residual block's last BN scale at 0, so each block starts as the identity "
         "and every depth computes the same function at first (BigNAS)")
