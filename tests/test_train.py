@@ -659,19 +659,20 @@ def test_step_decay_halves_after_the_halflife():
         step_decay(0.0, 40)
 
 
-def test_average_follows_the_closed_form_with_its_warm_up():
+def test_average_is_the_bias_corrected_weighted_mean_of_the_weights_seen():
     net = nn.Linear(2, 1)
     ema = WeightEMA(net, decay=0.9)
-    w0 = net.weight.detach().clone()
-    expected = w0.clone()
-    for n, value in enumerate([1.0, -2.0, 3.0, 0.5]):
+    values = [1.0, -2.0, 3.0, 0.5]
+    for value in values:
         with torch.no_grad():
             net.weight.fill_(value)
-        d = min(0.9, (1 + n) / (10 + n))
-        expected = d * expected + (1 - d) * torch.full_like(expected, value)
         ema.update(net)
+    # the n-th newest weighs 0.9**n; the starting (random) weights do not count at all
+    ages = 0.9 ** torch.arange(len(values) - 1, -1, -1, dtype=torch.float64)
+    mean = float((ages * torch.tensor(values, dtype=torch.float64)).sum() / ages.sum())
+    expected = torch.full_like(net.weight, mean)
     assert torch.allclose(ema.shadow[ema.names.index("weight")], expected, atol=1e-6)
-    assert ema.current_decay() == pytest.approx(min(0.9, 5 / 14))
+    assert ema.current_decay() == pytest.approx(1 - 0.1 / (1 - 0.9 ** 5))
 
     live = net.weight.detach().clone()
     with ema.applied(net):

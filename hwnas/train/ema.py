@@ -25,8 +25,11 @@ def step_decay(halflife_epochs: float, iters_per_epoch: int) -> float:
 
 
 class WeightEMA:
-    """shadow <- d * shadow + (1 - d) * param after each optimizer step, with d = min(decay, (1 + n) / (10 + n))
-    for the n-th update, so the first steps' random weights are forgotten quickly."""
+    """The weights seen so far, the n-th newest weighted by decay**n, normalised (Adam's bias correction):
+    shadow <- lerp(shadow, param, (1 - d) / (1 - d**k)) at the k-th update. The starting weights never
+    count, and the half-life asked for is the one got however short the run. The usual warm-up
+    min(d, (1 + k) / (10 + k)) caps the horizon at about k / 9 steps; in a 546-step CPU run it overrode
+    every half-life above 0.55 epochs (half-lives 0.7 and 2 gave the same network to the bit)."""
 
     def __init__(self, model: nn.Module, decay: float):
         if not 0.0 <= decay < 1.0:
@@ -42,7 +45,9 @@ class WeightEMA:
         return [params[n] for n in self.names]
 
     def current_decay(self) -> float:
-        return min(self.decay, (1.0 + self.updates) / (10.0 + self.updates))
+        """How much of the shadow the next update keeps (0 at the first: the shadow becomes the weights)."""
+        d = self.decay
+        return 1.0 - (1.0 - d) / (1.0 - d ** (self.updates + 1))
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
