@@ -396,9 +396,11 @@ def test_latency_validate_cli(profiled, capsys):
     for k in ("samples", "within_5pct", "within_10pct", "kendall_tau", "rmse_ms", "mape", "noise_floor_pct"):
         assert k in d
     assert d["samples"] == 4 and 0 <= d["within_5pct"] <= d["within_10pct"] <= 1 and d["rmse_ms"] >= 0
-    # the front set (SPEC keys): as many subnets, measured too, at the fast end of what was measured
+    # the front set (SPEC keys): as many subnets, measured too. That it lies at the fast end is checked without
+    # timings in test_front_subnets_cover_the_fast_end_and_the_front: comparing measured minima of 0.02 ms networks
+    # failed once in a clean-clone CI run (0.035 against 0.022 ms) on a machine busy with the rest of the suite.
     assert d["front_samples"] == 4 and 0 <= d["front_within_5pct"] <= d["front_within_10pct"] <= 1
-    assert d["front_measured_ms_min"] <= d["measured_ms_min"] * 1.2
+    assert 0 < d["front_measured_ms_min"] <= d["front_measured_ms_max"]
 
 
 def test_validate_times_the_tables_own_networks_and_reports_the_machines_drift(profiled, monkeypatch):
