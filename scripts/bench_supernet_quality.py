@@ -234,6 +234,11 @@ def _fresh_net(space: dict[str, Any], subnet: dict[str, Any], data: str, seed: i
     return net, sub, load_dataset(data)
 
 
+def alone_path(work: Path, i: int, k: int) -> Path:
+    """Where subnet i's k-th alone draw is kept (draw 0 keeps the old name, so earlier runs are reused)."""
+    return work / (f"alone-{i}.json" if k == 0 else f"alone-{i}-s{k}.json")
+
+
 def train_alone_job(*, out: str, space: dict[str, Any], subnet: dict[str, Any], data: str, epochs: float,
                     seed: int, index: int, device: str = "cpu", zero_init: bool | None = None) -> dict[str, Any]:
     """(worker) Train one subnet from scratch for `epochs`; write and return its result."""
@@ -347,10 +352,7 @@ def part_quality(args: argparse.Namespace, work: Path, data: str) -> dict[str, A
         write_json(inh_path, inherited)
         del sup
 
-    def alone_path(i: int, k: int) -> Path:  # seed 0 keeps the old name, so earlier runs are reused
-        return work / (f"alone-{i}.json" if k == 0 else f"alone-{i}-s{k}.json")
-
-    jobs = [Job(alone_path(i, k), train_alone_job,
+    jobs = [Job(alone_path(work, i, k), train_alone_job,
                 dict(space=space.model_dump(mode="json"), subnet=s.model_dump(mode="json"), data=data,
                      epochs=epochs, seed=args.seed + i + 1000 * k, index=i, device=args.device))
             for k in range(args.alone_seeds) for i, s in enumerate(subs)]
@@ -366,7 +368,7 @@ def part_quality(args: argparse.Namespace, work: Path, data: str) -> dict[str, A
 
     rows = []
     for i, s in enumerate(subs):
-        runs = [alone.get(alone_path(i, k), {}) for k in range(args.alone_seeds)]
+        runs = [alone.get(alone_path(work, i, k), {}) for k in range(args.alone_seeds)]
         accs = [a["val_acc"] for a in runs if a.get("val_acc") is not None]
         errors = [a["error"] for a in runs if a.get("error")]
         rows.append(dict(index=i, subnet=s.model_dump(mode="json"), macs=macs_of(space, s), inherited=inherited[s.key()],

@@ -20,22 +20,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 from scipy.stats import kendalltau
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_supernet_quality import alone_path  # noqa: E402
+
 TARGET = 0.7
 
 
 def draws_from_work(work: Path) -> list[list[float]]:
-    """The alone draws a bench_supernet_quality.py work folder holds (draw k of subnet i: alone-i[-sk].json)."""
+    """The alone draws a bench_supernet_quality.py work folder holds."""
     draws: list[list[float]] = []
     k = 0
     while True:
         col = []
         i = 0
-        while (p := work / (f"alone-{i}.json" if k == 0 else f"alone-{i}-s{k}.json")).exists():
+        while (p := alone_path(work, i, k)).exists():
             col.append(float(json.loads(p.read_text())["val_acc"]))
             i += 1
         if not col:
