@@ -156,6 +156,9 @@ def main() -> int:
                     help="draws of the alone column: in draw S subnet i trains alone with seed --seed + 100*S + i "
                          "(files alone[-zi]-seedS-i.json; draw 0 is alone[-zi]-i.json); with several draws the "
                          "alone column is their mean. The subnets themselves do not change")
+    ap.add_argument("--alone-recipe", nargs=2, default=None, metavar=("NAME", "YAML"),
+                    help="the alone networks train with these single-network recipe fields changed, e.g. bs64 "
+                         "'{batch_size: 64, lr: 0.07}' (files alone-NAME-...json)")
     ap.add_argument("--train-limit", type=int, default=None, metavar="N", help="a random N training images (smoke tests only)")
     ap.add_argument("--variant", nargs=2, action="append", metavar=("NAME", "YAML"), default=[],
                     help="a name and the training-config fields to change (YAML), e.g. kd0 '{kd_weight: 0}'")
@@ -179,9 +182,14 @@ def main() -> int:
     space, subs = setup(work, data, a.epochs, a.subnets, a.seed)
     t0 = time.time()
     tag = "alone-zi" if a.alone_zero_init else "alone"
+    alone_recipe = None
+    if a.alone_recipe:
+        tag += f"-{a.alone_recipe[0]}"
+        alone_recipe = yaml.safe_load(a.alone_recipe[1]) or {}
     alone_jobs = [Job(work / (f"{tag}-{i}.json" if d == 0 else f"{tag}-seed{d}-{i}.json"), train_alone_job,
                       dict(space=space.model_dump(mode="json"), subnet=s.model_dump(mode="json"), data=data,
-                           epochs=a.epochs, seed=a.seed + 100 * d + i, index=i, device=a.device, zero_init=a.alone_zero_init))
+                           epochs=a.epochs, seed=a.seed + 100 * d + i, index=i, device=a.device, zero_init=a.alone_zero_init,
+                           recipe=alone_recipe))
                   for d in dict.fromkeys(a.alone_seed)
                   for i, s in enumerate(subs) if a.alone_subset is None or i in a.alone_subset]
     if a.no_alone:

@@ -240,14 +240,18 @@ def alone_path(work: Path, i: int, k: int) -> Path:
 
 
 def train_alone_job(*, out: str, space: dict[str, Any], subnet: dict[str, Any], data: str, epochs: float,
-                    seed: int, index: int, device: str = "cpu", zero_init: bool | None = None) -> dict[str, Any]:
-    """(worker) Train one subnet from scratch for `epochs`; write and return its result."""
-    from hwnas.train.standalone import train_network
+                    seed: int, index: int, device: str = "cpu", zero_init: bool | None = None,
+                    recipe: dict[str, Any] | None = None) -> dict[str, Any]:
+    """(worker) Train one subnet from scratch for `epochs` (`recipe`: single-network recipe fields to change);
+    write and return its result."""
+    from hwnas.train.standalone import StandaloneRecipe, train_network
 
     net, sub, ds = _fresh_net(space, subnet, data, seed, zero_init)
     log(f"alone {index}: {macs_of(Space.model_validate(space), sub) / 1e6:.1f}M MACs, {epochs:g} epochs")
-    r = train_network(net, ds, resolution=sub.resolution, epochs=epochs, seed=seed, label=f"alone {index}", device=device)
-    res = dict(r, index=index, seed=seed, subnet=sub.model_dump(mode="json"), zero_init=_zero_init(zero_init))
+    r = train_network(net, ds, resolution=sub.resolution, epochs=epochs, seed=seed, label=f"alone {index}", device=device,
+                      recipe=StandaloneRecipe(**(recipe or {})))
+    res = dict(r, index=index, seed=seed, subnet=sub.model_dump(mode="json"), zero_init=_zero_init(zero_init),
+               recipe=recipe or {})
     write_json(Path(out), res)
     log(f"alone {index}: val acc {r['val_acc']:.4f} after {r['seconds']:.0f} s")
     return res
