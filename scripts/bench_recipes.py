@@ -186,6 +186,13 @@ def main() -> int:
     if a.alone_recipe:
         tag += f"-{a.alone_recipe[0]}"
         alone_recipe = yaml.safe_load(a.alone_recipe[1]) or {}
+        from pydantic import ValidationError
+
+        from hwnas.train.standalone import StandaloneRecipe
+        try:  # here, not in the worker: the pool trains the variants first, so a typo would surface hours later
+            StandaloneRecipe(**alone_recipe)
+        except (TypeError, ValidationError) as e:
+            raise SystemExit(f"--alone-recipe: {e}") from None
     alone_jobs = [Job(work / (f"{tag}-{i}.json" if d == 0 else f"{tag}-seed{d}-{i}.json"), train_alone_job,
                       dict(space=space.model_dump(mode="json"), subnet=s.model_dump(mode="json"), data=data,
                            epochs=a.epochs, seed=a.seed + 100 * d + i, index=i, device=a.device, zero_init=a.alone_zero_init,
