@@ -163,8 +163,9 @@ def test_phase_space_restricts_choices():
 
 def test_sandwich_step_trains_largest_then_smallest_then_random():
     sp = micro_space()
-    phase = default_config(sp, "x").phases[0]
-    assert phase.sampler == "sandwich" and phase.subnets_per_step == 4
+    default = default_config(sp, "x").phases[0]
+    assert default.sampler == "sandwich" and default.subnets_per_step == 3  # small images: 1 random draw
+    phase = default.model_copy(update={"subnets_per_step": 4})
     seen = set()
     for step in range(20):
         res, subs = sample_step(sp, phase, 0, seed=1, epoch=0, step=step)
@@ -176,7 +177,7 @@ def test_sandwich_step_trains_largest_then_smallest_then_random():
 
 def test_largest_random_step_trains_largest_then_random_draws_only():
     sp = micro_space()
-    phase = default_config(sp, "x").phases[0].model_copy(update={"sampler": "largest_random"})
+    phase = default_config(sp, "x").phases[0].model_copy(update={"sampler": "largest_random", "subnets_per_step": 4})
     smallest_second = 0
     seen = set()
     for step in range(40):
@@ -190,7 +191,7 @@ def test_largest_random_step_trains_largest_then_random_draws_only():
 
 def test_depth_weights_skew_the_named_stage_of_random_draws_only():
     sp = micro_space()
-    base = default_config(sp, "x").phases[0]
+    base = default_config(sp, "x").phases[0].model_copy(update={"subnets_per_step": 4})
     skewed = base.model_copy(update={"depth_weights": {0: [0, 1, 3]}})
     first, second = [], []
     for step in range(200):
