@@ -518,7 +518,7 @@ def test_in_place_distillation_teaches_with_the_largest_subnet_of_the_step(monke
     _, subs = sample_step(sp, phase, 0, 0, 0, 0)
     x = ds.train_x.float() / 255
     loss = api.step_loss(net, net, x, ds.train_y, subs, phase, cfg, None)
-    assert calls[0] is None and len(calls) == 4
+    assert calls[0] is None and len(calls) == phase.subnets_per_step == len(subs) >= 3
     assert all(c is not None and torch.equal(c, outputs[0]) for c in calls[1:])
     assert torch.isfinite(loss) and any(p.grad is not None for p in net.parameters())
 
