@@ -145,8 +145,14 @@ def main() -> int:
     ap.add_argument("--no-alone", action="store_true",
                     help="train no network alone (half the cost): compare the variants by inherited accuracy, or "
                          "against --alone-acc")
-    ap.add_argument("--alone-zero-init", action="store_true",
-                    help="the alone networks start with zero-initialised residual blocks too (alone-zi-N.json)")
+    init = ap.add_mutually_exclusive_group()
+    init.add_argument("--alone-plain-init", dest="alone_zero_init", action="store_false",
+                      help="the alone networks start without zero-initialised residual blocks (files alone-N.json); "
+                           "not the single-network recipe, which zero-inits and scores several points higher")
+    init.add_argument("--alone-zero-init", dest="alone_zero_init", action="store_true",
+                      help="(the default, as the single-network recipe does) residual blocks start as the identity "
+                           "(files alone-zi-N.json)")
+    ap.set_defaults(alone_zero_init=True)
     ap.add_argument("--alone-subset", type=int, nargs="+", default=None, metavar="I",
                     help="train only these subnets alone (indices; the others' columns stay empty)")
     ap.add_argument("--alone-acc", type=float, nargs="+", default=None, metavar="ACC",
