@@ -38,7 +38,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_supernet_quality import (DEFAULT_DATA, Job, log, macs_of, make_subset, pick_subnets, r32_space,  # noqa: E402
-                                    read_json, run_pool, train_alone_job, write_json)
+                                    read_json, run_pool, train_alone_job, write_json, _zero_init)
 
 PRESET_VARIANTS: dict[str, str] = {
     "sandwich": "{}",  # the current default
@@ -150,9 +150,9 @@ def main() -> int:
                       help="the alone networks start without zero-initialised residual blocks (files alone-N.json); "
                            "not the single-network recipe, which zero-inits and scores several points higher")
     init.add_argument("--alone-zero-init", dest="alone_zero_init", action="store_true",
-                      help="(the default, as the single-network recipe does) residual blocks start as the identity "
-                           "(files alone-zi-N.json)")
-    ap.set_defaults(alone_zero_init=True)
+                      help="residual blocks start as the identity (files alone-zi-N.json); without either flag the "
+                           "alone networks start as the single-network recipe says (today: zero-init)")
+    ap.set_defaults(alone_zero_init=None)  # None: follow StandaloneRecipe.zero_init_residual
     ap.add_argument("--alone-subset", type=int, nargs="+", default=None, metavar="I",
                     help="train only these subnets alone (indices; the others' columns stay empty)")
     ap.add_argument("--alone-acc", type=float, nargs="+", default=None, metavar="ACC",
@@ -187,7 +187,7 @@ def main() -> int:
         raise SystemExit("give --variant NAME YAML or --preset NAME ...")
     space, subs = setup(work, data, a.epochs, a.subnets, a.seed)
     t0 = time.time()
-    tag = "alone-zi" if a.alone_zero_init else "alone"
+    tag = "alone-zi" if _zero_init(a.alone_zero_init) else "alone"
     alone_recipe = None
     if a.alone_recipe:
         tag += f"-{a.alone_recipe[0]}"
