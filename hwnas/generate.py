@@ -271,20 +271,15 @@ def generate(
     `epochs_scale`, `train_config`, `profile_resolutions` and `search_options` exist so that tests
     and benchmarks can shrink the work; they are part of the cache keys where they change results.
     """
-    import torch
+    from hwnas.train.distributed import cpu_threads
 
-    threads = torch.get_num_threads()
-    if "OMP_NUM_THREADS" not in os.environ:
-        # one intra-op thread for training, scoring and fine-tuning alike: on small shared CPUs two
-        # threads are slower (spin-waits), and a steady pace is what the time budget is planned on
-        torch.set_num_threads(1)
-    try:
+    # training, scoring and fine-tuning alike use the CPUs that are idle when generate starts (train
+    # re-checks between epochs); OMP_NUM_THREADS, when set, decides
+    with cpu_threads("cpu"):
         return _generate(budget_ms, out, data=data, space=space, table=table, force=force, progress=progress,
                          epochs_scale=epochs_scale, train_config=train_config, profile_resolutions=profile_resolutions,
                          search_options=search_options, device=device, time_budget=time_budget, val_images=val_images,
                          force_table=force_table, supernet=supernet, int8=int8, ort_format=ort_format)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _generate(budget_ms: float, out: str | os.PathLike[str], *, data: str, space: str, table: Any, force: bool,

@@ -20,6 +20,19 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory):
         os.environ["XDG_CACHE_HOME"] = old
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread_per_process():
+    """Processes the tests start (CLI subprocesses, torchrun) use one intra-op thread, not the idle CPUs of
+    the moment: results must not depend on how busy the machine is. Tests of the thread choice unset it."""
+    old = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = "1"
+    yield
+    if old is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    else:
+        os.environ["OMP_NUM_THREADS"] = old
+
+
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)

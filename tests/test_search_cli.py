@@ -195,23 +195,29 @@ def test_val_images_scores_on_a_fixed_subset(files: dict[str, Path], capsys: pyt
     assert code == 2 and "--val-images" in err
 
 
-def test_search_on_cpu_scores_with_one_thread_and_restores(monkeypatch):
-    """One search process on a CPU uses one intra-op thread (as train and generate), unless the user set
-    OMP_NUM_THREADS, and gives the caller its thread count back."""
+def test_search_on_cpu_scores_with_the_idle_cores_and_restores(monkeypatch):
+    """One search process on a CPU uses as many intra-op threads as CPUs are idle (as train and generate),
+    unless the user set OMP_NUM_THREADS, and gives the caller its thread count back."""
     import torch
 
     import hwnas.search.pipeline as pl
+    import hwnas.train.distributed as dist
 
     seen: list[int] = []
+    idle = [0.6]
     monkeypatch.setattr(pl, "_search", lambda *a, **k: seen.append(torch.get_num_threads()))
+    monkeypatch.setattr(dist, "idle_cpus", lambda: idle[0])
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
         monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        pl.search_supernet("ckpt", "table", [1.0], None, "out", device="cpu")  # one core busy elsewhere
+        idle[0] = 2.0
         pl.search_supernet("ckpt", "table", [1.0], None, "out", device="cpu")
+        idle[0] = 0.0
         monkeypatch.setenv("OMP_NUM_THREADS", "2")
         pl.search_supernet("ckpt", "table", [1.0], None, "out", device="cpu")
-        assert seen == [1, 2]
+        assert seen == [1, 2, 2]
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)

@@ -56,27 +56,23 @@ def search_supernet(
     """
     import os
 
-    import torch
-
-    from hwnas.train.distributed import init_distributed, resolve_device
+    from hwnas.train.distributed import cpu_threads, init_distributed, resolve_device
 
     dev = resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")))
-    threads = torch.get_num_threads()
-    if dev.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
-        # one intra-op thread per process, as train and generate: K processes share the cores, and one
-        # process on a shared 2-core machine scored 5x slower with torch's default threads (BENCHMARKS.md)
-        torch.set_num_threads(1)
-    dctx = init_distributed(dev)
-    clean = False
-    try:
-        result = _search(ckpt_path, table_path, budgets, data, out_dir, force=force, seed=seed, config=config,
-                         calib_images=calib_images, device=dev, extra_objectives=extra_objectives,
-                         second_table=second_table, log=log if dctx.is_main else None, val_images=val_images, dctx=dctx)
-        clean = True
-        return result
-    finally:
-        dctx.close(clean)
-        torch.set_num_threads(threads)
+    # as train and generate: the idle CPUs, shared out among torchrun's processes (more threads than free
+    # cores scored 5x slower on a shared 2-core machine: BENCHMARKS.md); OMP_NUM_THREADS, when set, decides
+    with cpu_threads(dev):
+        dctx = init_distributed(dev)
+        clean = False
+        try:
+            result = _search(ckpt_path, table_path, budgets, data, out_dir, force=force, seed=seed, config=config,
+                             calib_images=calib_images, device=dev, extra_objectives=extra_objectives,
+                             second_table=second_table, log=log if dctx.is_main else None, val_images=val_images,
+                             dctx=dctx)
+            clean = True
+            return result
+        finally:
+            dctx.close(clean)
 
 
 def _search(

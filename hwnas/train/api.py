@@ -34,7 +34,7 @@ from hwnas.supernet import StaticNet, Supernet
 from hwnas.train.checkpoint import SupernetMeta, check_space, load_checkpoint, read_meta, save_checkpoint
 from hwnas.train.ema import WeightEMA, step_decay
 from hwnas.train.config import PhaseConfig, TrainConfig, resolve_config
-from hwnas.train.distributed import DistContext, init_distributed, memory_format_for, resolve_device
+from hwnas.train.distributed import CpuThreads, DistContext, cpu_threads, init_distributed, memory_format_for, resolve_device
 from hwnas.train.evaluate import evaluate_subnet, forward_seconds_per_image
 from hwnas.train.gradscale import UsageCounter
 from hwnas.train.losses import training_loss
@@ -500,6 +500,7 @@ def _result(run: _Run, seconds: float) -> dict[str, Any]:
         "weights_sha256": digest,
         "ranks_in_sync": in_sync,
         "device": str(run.device),
+        "cpu_threads": torch.get_num_threads() if run.device.type == "cpu" else None,
         "init": run.init,
     }
 
@@ -596,7 +597,8 @@ def make_plan(run: _Run, costs: dict[str, float], per_image_s: float, time_budge
     saves = sum(math.ceil(p.epochs) for p in cfg.phases) + 1
     plan = Plan(time_budget_s=time_budget_s, planned_epochs=cfg.planned_epochs, iters_per_epoch=run.iters_per_epoch,
                 costs=[PhaseCost(name=p.name, seconds_per_iter=costs[p.name]) for p in cfg.phases],
-                train_s=phase_seconds(cfg, costs, run.iters_per_epoch), eval_s=eval_s, overhead_s=spent_s + saves * save_s)
+                train_s=phase_seconds(cfg, costs, run.iters_per_epoch), eval_s=eval_s, overhead_s=spent_s + saves * save_s,
+                cpu_threads=torch.get_num_threads() if run.device.type == "cpu" else None)
     return cfg, plan
 
 
@@ -640,26 +642,21 @@ def train_supernet(
     t_start = time.perf_counter()
     budget_s = parse_duration(time_budget) if time_budget is not None else None
     dev = resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")))
-    threads = torch.get_num_threads()
-    if dev.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
-        # One intra-op thread per process: these small convolutions gain little from more, and lose
-        # up to 10x when the cores are shared (OpenMP spin-waits). Use torchrun for more cores.
-        torch.set_num_threads(1)
-    dctx = init_distributed(dev)
-    clean = False
-    try:
-        result = _train(space, data, Path(out), config, epochs_scale, budget_s, dev, dctx, resume, progress,
-                        progress if bar is None else bar, t_start, init)
-        clean = True
-        return result
-    finally:
-        dctx.close(clean)
-        torch.set_num_threads(threads)
+    with cpu_threads(dev) as threads:
+        dctx = init_distributed(dev)
+        clean = False
+        try:
+            result = _train(space, data, Path(out), config, epochs_scale, budget_s, dev, dctx, resume, progress,
+                            progress if bar is None else bar, t_start, init, threads)
+            clean = True
+            return result
+        finally:
+            dctx.close(clean)
 
 
 def _train(space_spec: Space | str, data: str, out: Path, config: Any, epochs_scale: float, budget_s: float | None,
            device: torch.device, dctx: DistContext, resume: bool, progress: bool, show_bar: bool,
-           t_start: float, init: str | Path | None = None) -> dict[str, Any]:
+           t_start: float, init: str | Path | None = None, threads: CpuThreads | None = None) -> dict[str, Any]:
     space0 = load_space(space_spec)
     if not (isinstance(epochs_scale, (int, float)) and epochs_scale > 0 and np.isfinite(epochs_scale)):
         raise UserError(f"--epochs-scale must be a positive number, got {epochs_scale}")
@@ -780,6 +777,8 @@ def _train(space_spec: Space | str, data: str, out: Path, config: Any, epochs_sc
             if run.pos.epoch == 0 and run.pos.batch == 0:
                 _phase_start_actions(run)
                 _start_phase(run)
+            if threads is not None:
+                threads.recheck()  # between epochs: fewer threads if another job took cores since
             _train_epoch(run, it, ddp, calib, progress)
     finally:
         if run.bar is not None:

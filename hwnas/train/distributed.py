@@ -1,8 +1,12 @@
-"""Data-parallel context from torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK)."""
+"""Data-parallel context from torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK), and how many CPU
+threads a process uses."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -91,3 +95,80 @@ def resolve_device(device: str | None, local_rank: int = 0) -> torch.device:
             raise UserError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) present")
         return torch.device("cuda", idx)
     raise UserError(f"--device {device!r}: expected cpu, cuda or cuda:N")
+
+
+def idle_cpus(sample_s: float = 0.2) -> float | None:
+    """How many CPUs are idle now: two reads of /proc/stat `sample_s` apart (the caller sleeps meanwhile, so
+    its own work is not counted); on systems without /proc/stat, CPUs minus the 1-minute load average;
+    None when neither exists."""
+    def read() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+        return v[3] + v[4], sum(v)
+
+    n = os.cpu_count() or 1
+    try:
+        i0, t0 = read()
+        time.sleep(sample_s)
+        i1, t1 = read()
+        if t1 > t0:
+            return n * (i1 - i0) / (t1 - t0)
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return max(0.0, n - os.getloadavg()[0])
+    except (OSError, AttributeError):
+        return None
+
+
+def choose_cpu_threads(cap: int, idle: float | None, local_processes: int = 1) -> int:
+    """Intra-op threads for one of `local_processes` processes: the idle CPUs' share of it (a CPU counts
+    when at least 80% of it is free), at most `cap // local_processes`, at least 1; 1 when idleness is unknown.
+
+    Why not torch's default: a thread count above the free cores makes OpenMP spin-wait, up to 5x slower
+    on a shared 2-core machine. Why not 1: on idle cores 2 threads train the cifar supernet 1.6x faster
+    than 1 (BENCHMARKS.md)."""
+    if idle is None:
+        return 1
+    per_process = max(1, cap // max(1, local_processes))
+    return max(1, min(per_process, int(idle / max(1, local_processes) + 0.2)))
+
+
+@dataclass
+class CpuThreads:
+    """The intra-op thread count of a CPU run: `auto` (OMP_NUM_THREADS unset) chooses from the idle CPUs
+    at the start and again at most every `recheck_s` seconds when asked (`recheck`, called between
+    epochs), so a job that starts beside this one later does not make both spin-wait."""
+
+    auto: bool
+    cap: int
+    local_processes: int = 1
+    recheck_s: float = 60.0
+    last: float = 0.0
+
+    def choose(self) -> int:
+        if self.auto:
+            # our own threads idle while sampling, so the sample sees what the others leave free
+            torch.set_num_threads(choose_cpu_threads(self.cap, idle_cpus(), self.local_processes))
+        self.last = time.monotonic()
+        return torch.get_num_threads()
+
+    def recheck(self) -> int:
+        if self.auto and time.monotonic() - self.last >= self.recheck_s:
+            return self.choose()
+        return torch.get_num_threads()
+
+
+@contextlib.contextmanager
+def cpu_threads(device: torch.device | str, local_processes: int | None = None) -> Iterator[CpuThreads]:
+    """Set this process's intra-op threads for a CPU run and give the caller's count back afterwards.
+    OMP_NUM_THREADS, when set, is the user's choice and is kept; on CUDA nothing changes."""
+    before = torch.get_num_threads()
+    n = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if local_processes is None else local_processes
+    ct = CpuThreads(auto=torch.device(device).type == "cpu" and "OMP_NUM_THREADS" not in os.environ,
+                    cap=before, local_processes=n)
+    ct.choose()
+    try:
+        yield ct
+    finally:
+        torch.set_num_threads(before)

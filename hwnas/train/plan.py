@@ -58,6 +58,7 @@ class Plan(BaseModel):
     train_s: float = Field(description="expected seconds of training steps")
     eval_s: float = Field(description="expected seconds of evaluation")
     overhead_s: float = Field(description="seconds already spent (data, probe) plus checkpoints")
+    cpu_threads: int | None = Field(default=None, description="intra-op threads the costs were measured with (CPU)")
 
     def cost(self, name: str) -> float:
         return next(c.seconds_per_iter for c in self.costs if c.name == name)
@@ -71,7 +72,8 @@ class Plan(BaseModel):
         cost = {c.name: c.seconds_per_iter for c in self.costs}
         head = (f"plan: time budget {format_duration(self.time_budget_s)}" if self.time_budget_s
                 else "plan: the configured epochs (no --time-budget)")
-        out = [head + f"; {self.iters_per_epoch} iterations per epoch, measured on this machine"]
+        threads = f" with {self.cpu_threads} CPU thread{'s' * (self.cpu_threads != 1)}" if self.cpu_threads else ""
+        out = [head + f"; {self.iters_per_epoch} iterations per epoch, measured on this machine{threads}"]
         for name, e in self.planned_epochs.items():
             if e > 0:
                 secs = e * self.iters_per_epoch * cost[name]
