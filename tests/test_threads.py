@@ -79,8 +79,13 @@ def test_train_uses_the_idle_cores_and_says_so(tmp_path: Path, monkeypatch, caps
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     torch.set_num_threads(2)
     cfg = default_config(micro_space(), "x").model_copy(update={"batch_size": 8, "eval_subnets": 0})
-    res = api.train_supernet(micro_space(), "tinydata", tmp_path / "sn.pt", config=cfg, time_budget=4.0, progress=True)
+    res = api.train_supernet(micro_space(), "tinydata", tmp_path / "sn.pt", config=cfg, time_budget=8.0, progress=True)
     assert res["cpu_threads"] == 2 and res["plan"]["cpu_threads"] == 2
     assert "measured on this machine with 2 CPU threads" in capsys.readouterr().err
     assert torch.get_num_threads() == 2
     torch.set_num_threads(1)
+
+
+def test_usable_cpus_is_at_most_what_the_process_may_run_on():
+    n = dist.usable_cpus()
+    assert 1 <= n <= len(os.sched_getaffinity(0))

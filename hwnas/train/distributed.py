@@ -121,6 +121,19 @@ def idle_cpus(sample_s: float = 0.2) -> float | None:
         return None
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on: its affinity mask, and a container's CPU quota (cgroup v2 cpu.max)
+    when it has one, since /proc/stat and torch's default count the host's CPUs."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()[:2]
+        if quota != "max":
+            n = min(n, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, n)
+
+
 def choose_cpu_threads(cap: int, idle: float | None, local_processes: int = 1) -> int:
     """Intra-op threads for one of `local_processes` processes: the idle CPUs' share of it (a CPU counts
     when at least 80% of it is free), at most `cap // local_processes`, at least 1; 1 when idleness is unknown.
@@ -166,7 +179,7 @@ def cpu_threads(device: torch.device | str, local_processes: int | None = None) 
     before = torch.get_num_threads()
     n = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if local_processes is None else local_processes
     ct = CpuThreads(auto=torch.device(device).type == "cpu" and "OMP_NUM_THREADS" not in os.environ,
-                    cap=before, local_processes=n)
+                    cap=min(before, usable_cpus()), local_processes=n)
     ct.choose()
     try:
         yield ct
