@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from hwnas.runtime.ortbench import fingerprint
 from hwnas.space import load_space
 from hwnas.supernet import Supernet
 from hwnas.train.config import default_config
@@ -32,16 +32,6 @@ def cpu_flags() -> str:
     except (OSError, IndexError):
         return "?"
     return " ".join(f for f in ("avx512_bf16", "amx_bf16", "avx512_vnni") if f in flags.split()) or "none"
-
-
-def model_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
 
 
 def timed_steps(step, n: int) -> list[float]:
@@ -100,7 +90,7 @@ def main() -> None:
                 o.step()
             rows.append((f"{name} subnet alone, 1 step", "bf16" if bf16 else "fp32", float(np.median(timed_steps(step, a.steps)))))
     load = os.getloadavg()
-    print(f"\nCPU: {model_name()} (bf16 flags: {cpu_flags()}), torch {torch.__version__}, {a.threads} threads, "
+    print(f"\nCPU: {fingerprint()['cpu_model']} (bf16 flags: {cpu_flags()}), torch {torch.__version__}, {a.threads} threads, "
           f"batch {a.batch}, median of {a.steps} steps, load average {load[0]:.2f} {load[1]:.2f}\n")
     print("| what | precision | s per step | fp32 / bf16 |")
     print("| --- | --- | ---: | ---: |")
