@@ -89,3 +89,37 @@ def test_train_uses_the_idle_cores_and_says_so(tmp_path: Path, monkeypatch, caps
 def test_usable_cpus_is_at_most_what_the_process_may_run_on():
     n = dist.usable_cpus()
     assert 1 <= n <= len(os.sched_getaffinity(0))
+
+
+def test_single_network_training_uses_the_idle_cores_and_restores(monkeypatch):
+    """The direct route's loop trains with the idle CPUs and, when another job takes a core, fewer."""
+    from torch import nn
+
+    from hwnas.train.standalone import StandaloneRecipe, train_network
+    from tests.test_train import tiny_dataset
+
+    seen: list[int] = []
+
+    class Seen(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(torch.get_num_threads())
+            return x
+
+    idle = iter([2.0, 2.0, 0.5, 0.5, 0.5])  # the start, then a job starts beside it after the first epoch
+    monkeypatch.setattr(dist, "idle_cpus", lambda: next(idle, 0.5))
+    monkeypatch.setattr(dist.CpuThreads, "__init__", _recheck_always(dist.CpuThreads.__init__))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    torch.set_num_threads(2)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), Seen(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    train_network(net, tiny_dataset(n_train=32), resolution=8, epochs=3, recipe=StandaloneRecipe(batch_size=16),
+                  evaluate=False)
+    assert seen[:2] == [2, 2] and seen[-1] == 1  # epoch 1 with both cores, the last with one
+    assert torch.get_num_threads() == 2
+    torch.set_num_threads(1)
+
+
+def _recheck_always(init):
+    def wrapped(self, *a, **k):
+        init(self, *a, **k)
+        self.recheck_s = 0.0
+    return wrapped

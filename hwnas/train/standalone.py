@@ -21,7 +21,7 @@ from torch import nn
 
 from hwnas.data import BatchIterator, Dataset, augment_batch
 from hwnas.errors import TrainingDiverged
-from hwnas.train.distributed import memory_format_for
+from hwnas.train.distributed import cpu_threads, memory_format_for
 from hwnas.train.evaluate import accuracy
 from hwnas.train.losses import training_loss
 from hwnas.train.schedule import CosineSchedule, make_optimizer
@@ -117,35 +117,38 @@ def train_network(
     win_t, win_n = 0.0, 0  # steps since the pace was last set
     last_print = time.perf_counter()
     loss = float("nan")
-    while total is None or done < total:
-        it.set_epoch(epoch)
-        for xb, yb in it:
-            t0 = time.perf_counter()
-            loss = step(xb, yb)
-            if not math.isfinite(loss):
-                raise TrainingDiverged(f"{label}: loss became {loss} at iteration {done + 1}; lower the learning rate")
-            dt = time.perf_counter() - t0
-            done += 1
-            steps_time += dt
-            images += xb.shape[0]
-            win_t, win_n = win_t + dt, win_n + 1
-            if time_budget_s is not None and (
-                    (total is None and done == 1 + PROBE_STEPS) or (total is not None and win_n >= max(5, total // 20))):
-                # the first step warms allocators up; the next PROBE_STEPS set the pace, and every further
-                # 5% of the run re-sets it from the latest steps (the machine's load changes)
-                per_step = max((win_t - (first_dt if total is None else 0.0)) / (win_n - (1 if total is None else 0)), 1e-6)
-                total = max(done + 1, done + int((time_budget_s - steps_time) / per_step))
-                sched = _rescheduled(sched, r, total)
-                win_t, win_n = 0.0, 0
-            if done == 1:
-                first_dt = dt
-            if progress and time.perf_counter() - last_print > 30:
-                last_print = time.perf_counter()
-                print(f"{label}: iteration {done}/{total or '?'} ({done / per_epoch:.1f} epochs), loss {loss:.3f}, "
-                      f"{images / max(steps_time, 1e-9):.0f} img/s", file=sys.stderr, flush=True)
-            if total is not None and done >= total:
-                break
-        epoch += 1
+    # the idle CPUs (OMP_NUM_THREADS, when set, decides), re-checked between epochs; the pace above adapts
+    with cpu_threads(dev) as threads:
+        while total is None or done < total:
+            it.set_epoch(epoch)
+            for xb, yb in it:
+                t0 = time.perf_counter()
+                loss = step(xb, yb)
+                if not math.isfinite(loss):
+                    raise TrainingDiverged(f"{label}: loss became {loss} at iteration {done + 1}; lower the learning rate")
+                dt = time.perf_counter() - t0
+                done += 1
+                steps_time += dt
+                images += xb.shape[0]
+                win_t, win_n = win_t + dt, win_n + 1
+                if time_budget_s is not None and (
+                        (total is None and done == 1 + PROBE_STEPS) or (total is not None and win_n >= max(5, total // 20))):
+                    # the first step warms allocators up; the next PROBE_STEPS set the pace, and every further
+                    # 5% of the run re-sets it from the latest steps (the machine's load changes)
+                    per_step = max((win_t - (first_dt if total is None else 0.0)) / (win_n - (1 if total is None else 0)), 1e-6)
+                    total = max(done + 1, done + int((time_budget_s - steps_time) / per_step))
+                    sched = _rescheduled(sched, r, total)
+                    win_t, win_n = 0.0, 0
+                if done == 1:
+                    first_dt = dt
+                if progress and time.perf_counter() - last_print > 30:
+                    last_print = time.perf_counter()
+                    print(f"{label}: iteration {done}/{total or '?'} ({done / per_epoch:.1f} epochs), loss {loss:.3f}, "
+                          f"{images / max(steps_time, 1e-9):.0f} img/s", file=sys.stderr, flush=True)
+                if total is not None and done >= total:
+                    break
+            epoch += 1
+            threads.recheck()  # between epochs: fewer threads if another job took cores since
     out: dict[str, Any] = {
         "epochs": done / per_epoch, "iters": done, "seconds": steps_time,
         "images_per_s": images / max(steps_time, 1e-9), "final_loss": loss,
