@@ -117,9 +117,12 @@ def last_json_line(stdout: str) -> dict[str, Any]:
     return json.loads(lines[-1])
 
 
-def run_cli(cmd: list[str], env: dict[str, str] | None = None) -> tuple[int, str, float]:
-    """Run a command with one intra-op thread; stderr streams to ours. Returns (exit code, stdout, wall s)."""
+def run_cli(cmd: list[str], env: dict[str, str] | None = None, one_thread: bool = True) -> tuple[int, str, float]:
+    """Run a command with one intra-op thread (`one_thread=False`: as many as the CLI itself takes, the
+    idle cores); stderr streams to ours. Returns (exit code, stdout, wall s)."""
     env = dict(os.environ if env is None else env, OMP_NUM_THREADS="1")
+    if not one_thread:
+        env.pop("OMP_NUM_THREADS")
     log("$ " + " ".join(cmd))
     t0 = time.perf_counter()
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None, text=True, env=env)
@@ -317,7 +320,7 @@ def train_supernet(args: argparse.Namespace, work: Path, data: str, space: Space
         cfg = default_config(space, data, schedule=args.schedule).model_dump(mode="json")
         (work / "train.yaml").write_text(yaml.safe_dump(cfg))
         cmd += ["--config", str(work / "train.yaml")]
-    code, out, wall = run_cli(cmd)
+    code, out, wall = run_cli(cmd, one_thread=args.supernet_threads == "1")
     if code != 0:
         raise SystemExit(f"hwnas train failed (exit {code})")
     res = last_json_line(out)
@@ -432,7 +435,7 @@ def print_quality(q: dict[str, Any]) -> None:
     print(f"supernet: time budget {b:.0f} s; `hwnas train` wall {w:.0f} s ({(w - b) / b:+.1%}, "
           f"{'within' if q['within_time_budget'] else 'OUTSIDE'} +-{BUDGET_TIME_TOLERANCE:.0%}); "
           f"training steps {fmt(sn.get('train_seconds_total'), '.0f')} s; {q['supernet_epochs']:g} epochs "
-          f"(planned {json.dumps(sn.get('planned_epochs'))}); schedule {sn.get('schedule') or 'default'}; "
+          f"(planned {json.dumps(sn.get('planned_epochs'))}); {sn.get('cpu_threads') or 1} CPU thread(s); schedule {sn.get('schedule') or 'default'}; "
           f"end-of-training val acc largest {fmt(sn.get('val_acc_max'))}, smallest {fmt(sn.get('val_acc_min'))}")
     secs = [r["alone_seconds"] for r in q["rows"] if r["alone_seconds"] is not None]
     print(f"alone: {q['supernet_epochs']:g} epochs each (StandaloneRecipe, 1 thread); "
@@ -657,6 +660,9 @@ def main() -> int:
                     help="smoke tests only: a random N training images (symlinks under WORK), all val images")
     ap.add_argument("--supernet-budget", type=parse_duration, default=parse_duration("45m"), metavar="DURATION",
                     help="part 1: hwnas train --time-budget (e.g. 2700, 45m)")
+    ap.add_argument("--supernet-threads", choices=["1", "auto"], default="1",
+                    help="part 1: '1' pins hwnas train to one intra-op thread (as every 45-minute run before 2026-12-05); "
+                         "'auto' leaves it to the CLI, which takes the idle cores, as a user's run does")
     ap.add_argument("--supernet-only", action="store_true", help="part 1: train the supernet and stop (a later run reuses it)")
     ap.add_argument("--subnets", type=int, default=8, help="part 1: subnets compared")
     ap.add_argument("--alone-seeds", type=int, default=1, metavar="N",
