@@ -1,0 +1,53 @@
+"""How far inherited subnets fit their training images beyond validation: accuracy on a fixed random sample
+of training images (no augmentation) against the validation split, per supernet and subnet.
+
+Why: a supernet's subnets share weights that see each image several times an epoch (one pass per subnet per
+step); when longer runs raise training accuracy much faster than validation accuracy, the recipe needs more
+regularisation, not more epochs.
+
+    python scripts/probe_train_val.py --data ../shared/datasets/cifar10-small \\
+        --run /work/bench/q45n --run /work/bench/q45t2 --subnets 0 2 7
+
+Each --run is a bench_supernet_quality.py work folder (supernet.pt and subnets.json).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from hwnas.data import load_dataset
+from hwnas.train.checkpoint import load_supernet
+from hwnas.train.evaluate import accuracy, inherited_subnet
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", required=True, help="ImageFolder root (train/ and val/)")
+    ap.add_argument("--run", action="append", required=True, help="a work folder with supernet.pt and subnets.json")
+    ap.add_argument("--subnets", type=int, nargs="+", default=[0, 2, 7], help="indices into subnets.json")
+    ap.add_argument("--train-images", type=int, default=4000)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    ds = load_dataset(args.data)
+    idx = torch.randperm(ds.train_x.shape[0], generator=torch.Generator().manual_seed(0))[: args.train_images]
+    tx, ty = ds.train_x[idx], ds.train_y[idx]
+    print("| run | subnet | train acc | val acc | train − val (points) |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for run in map(Path, args.run):
+        sup, _ = load_supernet(run / "supernet.pt")
+        subs = json.loads((run / "subnets.json").read_text())
+        for i in args.subnets:
+            sub = sup.space.validate_subnet(subs[i])
+            torch.manual_seed(0)
+            net = inherited_subnet(sup, sub, ds, calib_images=2000, device="cpu", batch_size=256)
+            tr = accuracy(net, tx, ty, sub.resolution, ds.mean, ds.std, batch_size=500, device="cpu")
+            va = accuracy(net, ds.val_x, ds.val_y, sub.resolution, ds.mean, ds.std, batch_size=500, device="cpu")
+            print(f"| {run.name} | {i} | {tr:.4f} | {va:.4f} | {100 * (tr - va):+.2f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
