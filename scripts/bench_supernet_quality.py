@@ -120,9 +120,11 @@ def last_json_line(stdout: str) -> dict[str, Any]:
 def run_cli(cmd: list[str], env: dict[str, str] | None = None, one_thread: bool = True) -> tuple[int, str, float]:
     """Run a command with one intra-op thread (`one_thread=False`: as many as the CLI itself takes, the
     idle cores); stderr streams to ours. Returns (exit code, stdout, wall s)."""
-    env = dict(os.environ if env is None else env, OMP_NUM_THREADS="1")
-    if not one_thread:
-        env.pop("OMP_NUM_THREADS")
+    env = dict(os.environ if env is None else env)
+    if one_thread:
+        env["OMP_NUM_THREADS"] = "1"
+    else:
+        env.pop("OMP_NUM_THREADS", None)
     log("$ " + " ".join(cmd))
     t0 = time.perf_counter()
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None, text=True, env=env)
