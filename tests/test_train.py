@@ -614,6 +614,43 @@ def test_small_image_sandwich_default_decays_weights_more_than_digits():
     assert default_config(load_space("mbv3-tiny"), "digits").weight_decay == 3e-5
 
 
+def test_small_image_sandwich_default_draws_a_view_per_subnet_with_label_smoothing():
+    """Measured at 18.7 epochs on cifar10-small (BENCHMARKS.md): the small-image sandwich default trains each subnet
+    of a step on its own view, with label smoothing 0.1; digits and the other presets keep one shared view."""
+    cifar = load_space("mbv3-cifar")
+    d = default_config(cifar, "cifar10-small")
+    assert d.augment_per_subnet and d.label_smoothing == 0.1
+    assert not default_config(cifar, "cifar10-small", "progressive").augment_per_subnet
+    assert not default_config(load_space("mbv3-tiny"), "digits").augment_per_subnet
+
+
+def test_training_run_gives_each_subnet_its_own_view_when_configured(tmp_path: Path, tiny_data: str, monkeypatch):
+    """The training loop hands step_loss one batch per subnet, distinct tensors, only with augment_per_subnet."""
+    import hwnas.train.api as api
+
+    real = api.step_loss
+    seen: list[list[torch.Tensor]] = []
+
+    def spy(model, forward, x, *a, **k):
+        if model.training and torch.is_grad_enabled():
+            seen.append(list(x))
+        return real(model, forward, x, *a, **k)
+
+    monkeypatch.setattr(api, "step_loss", spy)
+    for per in (False, True):
+        seen.clear()
+        cfg = TrainConfig.model_validate(dict(
+            schedule="custom", batch_size=8, eval_subnets=0, checkpoint_every_seconds=0, augment_per_subnet=per,
+            phases=[dict(name="s", epochs=0.2, lr=0.01, sampler="sandwich", subnets_per_step=3, teacher="inplace",
+                         elastic={"kernel": 0, "depth": 0, "expand": 0})]))
+        api.train_supernet(micro_space(), tiny_data, tmp_path / f"v{per}.pt", config=cfg, progress=False)
+        assert seen and all(len(xs) == 3 for xs in seen)
+        distinct = [len({id(t) for t in xs}) for xs in seen]
+        assert distinct == ([3] * len(seen) if per else [1] * len(seen))
+        if per:
+            assert not any(torch.equal(xs[0], xs[1]) for xs in seen)
+
+
 def test_usage_scaling_averages_each_weight_over_the_subnets_that_used_it():
     """grad_scaling 'usage': a step's summed gradient, per element, times n / (subnets whose gradient touched it).
     Checked against each subnet's own gradient computed separately: weights only the largest subnet uses get n times
@@ -732,3 +769,79 @@ def test_the_average_resumes_with_the_run(tmp_path: Path, tiny_data: str, monkey
     monkeypatch.setattr(WeightEMA, "update", real)
     res = train_supernet(micro_space(), tiny_data, tmp_path / "cut.pt", resume=True, progress=False)
     assert res["weights_sha256"] == ref["weights_sha256"]
+
+
+# ---------------------------------------------------------------- augment_per_subnet, cutout
+
+
+def test_step_inputs_share_one_draw_by_default_and_draw_per_subnet_when_asked():
+    """augment_per_subnet off: every subnet of a step trains on one augmented batch, drawn exactly as a plain augment_batch call
+    would (so the default's random stream is unchanged); augment_per_subnet: distinct draws, one per subnet, the
+    first of them the same as the shared draw, all reproducible from the seed."""
+    from hwnas.data import augment_batch
+    from hwnas.train.api import step_inputs
+
+    ds = tiny_dataset(n_train=16)
+    cfg = default_config(micro_space(), "x")
+    dev = torch.device("cpu")
+
+    def draw(c: TrainConfig) -> list[torch.Tensor]:
+        return step_inputs(ds.train_x, 12, ds, c, 3, torch.Generator().manual_seed(5), dev)
+
+    shared = draw(cfg.model_copy(update={"augment_per_subnet": False}))
+    plain = augment_batch(ds.train_x, 12, ds.mean, ds.std, train=True, generator=torch.Generator().manual_seed(5), flip=cfg.flip)
+    assert len(shared) == 3 and all(x is shared[0] for x in shared) and torch.equal(shared[0], plain)
+    per = draw(cfg.model_copy(update={"augment_per_subnet": True}))
+    assert len(per) == 3 and torch.equal(per[0], plain)
+    assert not torch.equal(per[0], per[1]) and not torch.equal(per[1], per[2])
+    again = draw(cfg.model_copy(update={"augment_per_subnet": True}))
+    assert all(torch.equal(a, b) for a, b in zip(per, again))
+
+
+def test_step_loss_trains_each_subnet_on_its_own_batch():
+    """A list of batches: subnet i's loss is computed on batch i (checked against each subnet alone on its batch);
+    a list of the wrong length is refused."""
+    from hwnas.train.api import step_loss
+
+    cfg, phase, subs, x, y, net = _micro_step(kd_weight=0.0)
+    xs = [x, x.flip(-1), x * 0.5][: len(subs)]
+    assert len(xs) == len(subs) == 3
+    each = [float(step_loss(net, net, [xi], y, [s], phase, cfg, None)) for xi, s in zip(xs, subs)]
+    together = float(step_loss(net, net, xs, y, subs, phase, cfg, None))
+    assert together == pytest.approx(sum(each) / 3, rel=1e-5)
+    assert together != pytest.approx(float(step_loss(net, net, x, y, subs, phase, cfg, None)), rel=1e-4)
+    with pytest.raises(ValueError, match="2 input batches for 3 subnets"):
+        step_loss(net, net, xs[:2], y, subs, phase, cfg, None)
+
+
+def test_cutout_in_the_training_config_blanks_a_square_of_each_training_image():
+    from hwnas.train.api import step_inputs
+
+    ds = tiny_dataset(n_train=16)
+    cfg = default_config(micro_space(), "x").model_copy(update={"cutout": 0.5, "flip": False})
+    x = step_inputs(ds.train_x, 8, ds, cfg, 1, torch.Generator().manual_seed(0), torch.device("cpu"))[0]
+    zero_pixels = (x == 0).all(dim=1).flatten(1).sum(1)  # the hole holds the mean: 0 in every channel
+    assert bool((zero_pixels >= 4).all())  # a 4x4 square, at least a quarter of it inside the 8x8 image
+    with pytest.raises(Exception, match="cutout"):
+        TrainConfig.model_validate(dict(cfg.model_dump(), cutout=1.0))
+
+
+def test_frozen_teacher_labels_the_view_each_subnet_sees():
+    """With one batch per subnet the frozen teacher runs on each subnet's own batch; with one shared batch, once."""
+    from hwnas.train.api import step_loss
+
+    cfg, _, subs, x, y, net = _micro_step(kd_weight=1.0)
+    phase = cfg.phases[0].model_copy(update={"teacher": "frozen", "sampler": "random"})
+    seen: list[torch.Tensor] = []
+
+    class Teacher(nn.Module):
+        def forward(self, inp: torch.Tensor) -> torch.Tensor:
+            seen.append(inp)
+            return torch.zeros(inp.shape[0], 2)
+
+    step_loss(net, net, x, y, subs, phase, cfg, Teacher())
+    assert len(seen) == 1 and seen[0] is x
+    seen.clear()
+    xs = [x, x.flip(-1), x * 0.5]
+    step_loss(net, net, xs, y, subs, phase, cfg, Teacher())
+    assert len(seen) == 3 and all(a is b for a, b in zip(seen, xs))

@@ -256,27 +256,45 @@ def _evaluate(run: _Run, calib: torch.Tensor) -> dict[str, Any]:
     return {"acc": accs, "subnets": subnets}
 
 
+def step_inputs(xb: torch.Tensor, resolution: int, ds: Dataset, cfg: TrainConfig, n_subnets: int,
+                generator: torch.Generator, device: torch.device) -> list[torch.Tensor]:
+    """The augmented batch each subnet of a step trains on: one draw shared by all, or with
+    `cfg.augment_per_subnet` a draw of its own for each, so the shared weights see as many views
+    of an image per step as subnets are trained (not the same view several times)."""
+    fmt = memory_format_for(device)
+    draws = n_subnets if cfg.augment_per_subnet else 1
+    xs = [augment_batch(xb, resolution, ds.mean, ds.std, train=True, generator=generator, flip=cfg.flip,
+                        cutout=cfg.cutout).contiguous(memory_format=fmt) for _ in range(draws)]
+    return xs if draws > 1 else xs * n_subnets
+
+
 def step_loss(
-    model: Supernet, forward: Any, x: torch.Tensor, y: torch.Tensor, subs: list[Any], phase: PhaseConfig,
-    cfg: TrainConfig, teacher: nn.Module | None, teach: bool = True,
+    model: Supernet, forward: Any, x: torch.Tensor | list[torch.Tensor], y: torch.Tensor, subs: list[Any],
+    phase: PhaseConfig, cfg: TrainConfig, teacher: nn.Module | None, teach: bool = True,
 ) -> torch.Tensor:
     """Forward and backward every subnet of one step (gradients summed, or scaled per weight by
-    `cfg.grad_scaling`); returns the mean loss.
+    `cfg.grad_scaling`); returns the mean loss. `x`: one batch for every subnet, or one per subnet
+    (`step_inputs`): a frozen teacher then labels each subnet's own batch, an in-place one gives its
+    prediction on its own view of the same images.
 
     The teacher is the phase's: a frozen network, the largest subnet of this step (in place:
     it learns from the labels, the others from labels and its soft targets), or none. `teach`
     False (before the config's `kd_start`): labels alone."""
     teach = teach and cfg.kd_weight > 0
+    xs = x if isinstance(x, list) else [x] * len(subs)
+    if len(xs) != len(subs):
+        raise ValueError(f"{len(xs)} input batches for {len(subs)} subnets")
     soft = None
-    if phase.teacher == "frozen" and teacher is not None and teach:
-        with torch.no_grad():
-            soft = teacher(x).float()
-    total = torch.zeros((), device=x.device)
+    frozen = phase.teacher == "frozen" and teacher is not None and teach
+    total = torch.zeros((), device=xs[0].device)
     counter = UsageCounter(model.parameters()) if cfg.grad_scaling == "usage" and len(subs) > 1 else None
     with counter if counter is not None else contextlib.nullcontext():
         for i, sub in enumerate(subs):
+            if frozen and (soft is None or xs[i] is not xs[i - 1]):  # the teacher sees the view its student sees
+                with torch.no_grad():
+                    soft = teacher(xs[i]).float()
             model.set_active(sub)
-            logits = forward(x)
+            logits = forward(xs[i])
             loss = training_loss(logits, y, soft, label_smoothing=cfg.label_smoothing,
                                  kd_weight=cfg.kd_weight, kd_temperature=cfg.kd_temperature)
             loss.backward()  # gradients of all sampled subnets are summed: one optimizer step
@@ -322,8 +340,7 @@ def _train_epoch(run: _Run, it: BatchIterator, ddp: nn.Module, calib: torch.Tens
         t0 = time.perf_counter()
         resolution, subs = sample_step(run.space, phase, index, cfg.seed, run.pos.epoch, run.pos.batch)
         gen = _aug_generator(cfg.seed, run.pos, run.dist.rank)
-        x = augment_batch(xb, resolution, run.ds.mean, run.ds.std, train=True, generator=gen, flip=cfg.flip)
-        x = x.contiguous(memory_format=memory_format_for(device))
+        x = step_inputs(xb, resolution, run.ds, cfg, len(subs), gen, device)
         run.optimizer.zero_grad(set_to_none=True)
         done = run.pos.epoch * run.iters_per_epoch + run.pos.batch
         teach = done >= run.cfg.kd_start * phase_iters(run.cfg, index, run.iters_per_epoch)
@@ -545,8 +562,7 @@ def probe_costs(model: Supernet, cfg: TrainConfig, space: Space, ds: Dataset, de
                 resolution, subs = sample_step(space, phase, index, 0, 0, step)
                 for timed in (False, True):
                     t0 = time.perf_counter()
-                    x = augment_batch(xb, resolution, ds.mean, ds.std, train=True, generator=gen, flip=cfg.flip)
-                    x = x.contiguous(memory_format=memory_format_for(device))
+                    x = step_inputs(xb, resolution, ds, cfg, len(subs), gen, device)
                     opt.zero_grad(set_to_none=True)
                     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cuda):
                         step_loss(probe, probe, x, yb, subs, phase, cfg, teacher)
