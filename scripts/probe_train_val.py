@@ -8,7 +8,9 @@ regularisation, not more epochs.
     python scripts/probe_train_val.py --data ../shared/datasets/cifar10-small \\
         --run /work/bench/q45n --run /work/bench/q45t2 --subnets 0 2 7
 
-Each --run is a bench_supernet_quality.py work folder (supernet.pt and subnets.json).
+Each --run is a bench_supernet_quality.py work folder (supernet.pt and subnets.json). `--alone-epochs E` also
+trains the same subnets (of the first run's subnets.json) from scratch for E epochs, as that benchmark's alone
+column does (seed = subnet index, one thread), and reports their train - val: is the overfit the supernet's own?
 """
 from __future__ import annotations
 
@@ -29,6 +31,8 @@ def main() -> int:
     ap.add_argument("--run", action="append", required=True, help="a work folder with supernet.pt and subnets.json")
     ap.add_argument("--subnets", type=int, nargs="+", default=[0, 2, 7], help="indices into subnets.json")
     ap.add_argument("--train-images", type=int, default=4000)
+    ap.add_argument("--alone-epochs", type=float, default=None, metavar="E",
+                    help="also train the subnets alone for E epochs (the benchmark's single-network recipe) and probe them")
     args = ap.parse_args()
     torch.set_num_threads(1)
     ds = load_dataset(args.data)
@@ -46,6 +50,23 @@ def main() -> int:
             tr = accuracy(net, tx, ty, sub.resolution, ds.mean, ds.std, batch_size=500, device="cpu")
             va = accuracy(net, ds.val_x, ds.val_y, sub.resolution, ds.mean, ds.std, batch_size=500, device="cpu")
             print(f"| {run.name} | {i} | {tr:.4f} | {va:.4f} | {100 * (tr - va):+.2f} |", flush=True)
+    if args.alone_epochs:
+        import sys
+
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from bench_supernet_quality import _fresh_net
+
+        from hwnas.train.standalone import train_network
+
+        run = Path(args.run[0])
+        space = load_supernet(run / "supernet.pt")[0].space
+        subs = json.loads((run / "subnets.json").read_text())
+        for i in args.subnets:
+            net, sub, _ = _fresh_net(space.model_dump(mode="json"), subs[i], args.data, seed=i)
+            r = train_network(net, ds, resolution=sub.resolution, epochs=args.alone_epochs, seed=i, device="cpu")
+            tr = accuracy(net, tx, ty, sub.resolution, ds.mean, ds.std, batch_size=500, device="cpu")
+            print(f"| alone, {args.alone_epochs:g} epochs | {i} | {tr:.4f} | {r['val_acc']:.4f} | {100 * (tr - r['val_acc']):+.2f} |",
+                  flush=True)
     return 0
 
 
