@@ -280,7 +280,8 @@ def default_config(space: Space, data_spec: str, schedule: str | None = None) ->
         # each subnet of a step on its own crop and flip, with label smoothing 0.1: +1.86 points mean inherited
         # accuracy over 8 subnets at 18.7 epochs (a 45-minute run with two threads) on cifar10-small, the gap to the
         # alone nets -2.87 against -4.74; the views alone: +0.72 (BENCHMARKS.md, bench_recipes.py). Label smoothing
-        # had been off since it cost 0.41-0.58 points at 7-8.7 epochs with one shared view.
+        # had been off since it cost 0.41-0.58 points at 7-8.7 epochs with one shared view; at 11 epochs (one thread)
+        # this default is 1.04 points below the old one, so the best choice depends on the planned epochs (not done).
         small["augment_per_subnet"] = True
         small["label_smoothing"] = 0.1
     return TrainConfig.model_validate(small)
