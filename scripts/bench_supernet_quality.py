@@ -222,11 +222,10 @@ def _zero_init(asked: bool | None) -> bool:
     return StandaloneRecipe().zero_init_residual if asked is None else asked
 
 
-def _fresh_net(space: dict[str, Any], subnet: dict[str, Any], data: str, seed: int,
-               zero_init: bool | None = None) -> tuple[Any, Subnet, Any]:
-    """(worker) A from-scratch network of `subnet` (seeded init; `zero_init`: residual blocks start as the
-    identity; None: as the single-network recipe does) and the dataset."""
-    from hwnas.data import load_dataset
+def fresh_network(space: dict[str, Any], subnet: dict[str, Any], seed: int,
+                  zero_init: bool | None = None) -> tuple[Any, Subnet]:
+    """A from-scratch network of `subnet` (seeded init; `zero_init`: residual blocks start as the identity;
+    None: as the single-network recipe does)."""
     from hwnas.supernet import StaticNet, init_weights, zero_init_residual
 
     sp = Space.model_validate(space)
@@ -236,7 +235,15 @@ def _fresh_net(space: dict[str, Any], subnet: dict[str, Any], data: str, seed: i
     init_weights(net)
     if _zero_init(zero_init):
         zero_init_residual(net)
-    return net, sub, load_dataset(data)
+    return net, sub
+
+
+def _fresh_net(space: dict[str, Any], subnet: dict[str, Any], data: str, seed: int,
+               zero_init: bool | None = None) -> tuple[Any, Subnet, Any]:
+    """(worker) `fresh_network` and the dataset."""
+    from hwnas.data import load_dataset
+
+    return (*fresh_network(space, subnet, seed, zero_init), load_dataset(data))
 
 
 def alone_path(work: Path, i: int, k: int) -> Path:

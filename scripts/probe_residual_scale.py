@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_supernet_quality import DEFAULT_DATA, _fresh_net  # noqa: E402
+from bench_supernet_quality import DEFAULT_DATA, fresh_network  # noqa: E402
 
 from hwnas.data import load_dataset  # noqa: E402
 from hwnas.space import load_space, with_classes  # noqa: E402
@@ -77,7 +77,7 @@ def main() -> int:
         print(f"| mean | {sum(s for _, s in inherited) / len(inherited):.3f} |")
         return 0
 
-    net, _, _ = _fresh_net(space.model_dump(mode="json"), sub.model_dump(mode="json"), a.data, a.seed, zero_init=True)
+    net, _ = fresh_network(space.model_dump(mode="json"), sub.model_dump(mode="json"), a.seed, zero_init=True)
     t0 = time.time()
     r = train_network(net, ds, resolution=sub.resolution, epochs=a.epochs, seed=a.seed, label=f"alone {a.subnet}")
     alone = residual_scales(net)
