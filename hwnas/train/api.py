@@ -610,6 +610,7 @@ def make_plan(run: _Run, costs: dict[str, float], per_image_s: float, time_budge
         available = time_budget_s - spent_s - eval_s - saves * save_s
         cfg = plan_epochs(cfg, costs, run.iters_per_epoch, available).model_copy(
             update={"time_budget_s": time_budget_s, "eval_at": "end"})
+    cfg = cfg.for_planned_epochs()
     saves = sum(math.ceil(p.epochs) for p in cfg.phases) + 1
     plan = Plan(time_budget_s=time_budget_s, planned_epochs=cfg.planned_epochs, iters_per_epoch=run.iters_per_epoch,
                 costs=[PhaseCost(name=p.name, seconds_per_iter=costs[p.name]) for p in cfg.phases],
@@ -807,8 +808,10 @@ def _same_recipe(asked: TrainConfig, stored: TrainConfig) -> bool:
     """Is `asked` what `stored` was made from? A time-budgeted run's epochs (and the evaluation
     it moved to the end) came from its plan, so they are not compared."""
     if stored.time_budget_s is None:
-        return asked == stored
-    a, b = asked.model_dump(), stored.model_dump()
+        return asked.for_planned_epochs() == stored
+    if [p.name for p in asked.phases] != [p.name for p in stored.phases]:
+        return False
+    a, b = asked.with_epochs(stored.planned_epochs).for_planned_epochs().model_dump(), stored.model_dump()
     for d in (a, b):
         d.pop("time_budget_s"), d.pop("eval_at")
         for p in d["phases"]:
@@ -843,8 +846,8 @@ def _plan_run(run: _Run, budget_s: float | None, t_start: float, *, save_s: floa
     if payload[0] == "error":
         raise UserError(payload[1])
     _, cfg_json, plan_json, costs = payload
-    if budget_s is not None:
-        run.cfg = TrainConfig.model_validate(cfg_json)
+    before = run.cfg
+    run.cfg = TrainConfig.model_validate(cfg_json)
     run.plan = Plan.model_validate(plan_json)
     if run.pos.phase_index > 0 or run.pos.epoch > 0 or run.pos.batch > 0:  # resumed: what is left
         done = sum(round(p.epochs * run.iters_per_epoch) * costs[p.name] for p in run.cfg.phases[: run.pos.phase_index])
@@ -855,6 +858,10 @@ def _plan_run(run: _Run, budget_s: float | None, t_start: float, *, save_s: floa
         if budget_s is None and run.cfg.time_budget_s is not None:  # a resumed budgeted run: the stored plan
             lines[0] = (f"plan: resuming a run planned for --time-budget {format_duration(run.cfg.time_budget_s)} "
                         "(its epochs are kept; the deadline of the first run is not)")
+        if (run.cfg.label_smoothing, run.cfg.augment_per_subnet) != (before.label_smoothing, before.augment_per_subnet):
+            lines.append(f"plan: {run.cfg.total_epochs:.1f} epochs in all, fewer than regularize_from_epochs "
+                         f"{before.regularize_from_epochs:g}: no label smoothing, one shared view per step "
+                         "(set label_smoothing or augment_per_subnet in --config to keep them)")
         for line in lines:
             print(line, file=sys.stderr, flush=True)
         if budget_s is None and run.cfg.time_budget_s is None and run.device.type == "cpu" and run.plan.total_s > LONG_RUN_S:

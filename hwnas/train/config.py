@@ -132,6 +132,10 @@ class TrainConfig(_Strict):
     augment_per_subnet: bool = Field(
         default=False, description="each subnet of a step trains on its own random crop and flip of the batch instead of "
         "one shared draw: the shared weights see several views of an image per step, not one view several times")
+    regularize_from_epochs: float | None = Field(
+        default=None, gt=0, description="label smoothing and `augment_per_subnet` apply only to runs planned for at least "
+        "this many epochs in all; shorter ones train with one shared view per step and no label smoothing (None: always "
+        "as configured). The epochs are the plan's, so a time budget decides; decided once, when the run is planned")
     seed: int = Field(default=0, ge=0)
     eval_subnets: int = Field(default=3, ge=0, le=100, description="fixed random subnets evaluated (besides smallest and largest)")
     eval_at: Literal["phase_end", "end"] = Field(default="phase_end", description="evaluate after every phase or only at the end")
@@ -182,6 +186,15 @@ class TrainConfig(_Strict):
                 p["warmup_epochs"] = min(p["warmup_epochs"] * scale, new)
                 p["epochs"] = new
         return TrainConfig.model_validate(d)
+
+    def for_planned_epochs(self) -> "TrainConfig":
+        """The config a run of these epochs trains with: below `regularize_from_epochs` in all, label
+        smoothing off and one shared view per step (both measured worse there, better on longer runs)."""
+        if self.regularize_from_epochs is None or self.total_epochs >= self.regularize_from_epochs:
+            return self
+        if self.label_smoothing == 0 and not self.augment_per_subnet:
+            return self
+        return self.model_copy(update={"label_smoothing": 0.0, "augment_per_subnet": False})
 
     def scaled(self, factor: float) -> "TrainConfig":
         """Every phase's epochs (and warm-up) multiplied by `factor`, rounded; a phase that trains keeps >= 1 epoch."""
@@ -252,6 +265,11 @@ def _preset_phases(space: Space, digits: bool, schedule: str) -> list[dict[str, 
     return [sandwich_phase(100, 0.2 / 3, 2, per_step=3)]
 
 
+SHORT_RUN_EPOCHS = 14.0
+"""The small-image sandwich default's `regularize_from_epochs`. Measured on cifar10-small (BENCHMARKS.md): at 11.0
+epochs label smoothing 0.1 with a view per subnet is 1.04 points below neither, at 18.7 epochs 1.86 above; the
+difference crosses zero near 13.8 epochs if it moves linearly in between (not measured there)."""
+
 DEFAULT_SCHEDULE = "sandwich"
 """The schedule that measured best on real images at CPU scale (BENCHMARKS.md, issue 9)."""
 
@@ -281,9 +299,10 @@ def default_config(space: Space, data_spec: str, schedule: str | None = None) ->
         # accuracy over 8 subnets at 18.7 epochs (a 45-minute run with two threads) on cifar10-small, the gap to the
         # alone nets -2.87 against -4.74; the views alone: +0.72 (BENCHMARKS.md, bench_recipes.py). Label smoothing
         # had been off since it cost 0.41-0.58 points at 7-8.7 epochs with one shared view; at 11 epochs (one thread)
-        # this default is 1.04 points below the old one, so the best choice depends on the planned epochs (not done).
+        # this default is 1.04 points below the old one: runs planned for fewer than SHORT_RUN_EPOCHS train without both.
         small["augment_per_subnet"] = True
         small["label_smoothing"] = 0.1
+        small["regularize_from_epochs"] = SHORT_RUN_EPOCHS
     return TrainConfig.model_validate(small)
 
 
@@ -357,6 +376,8 @@ def resolve_config(space: Space, data_spec: str, config: "TrainConfig | str | Pa
         over["schedule"] = "custom"
     if "phases" in over:
         over["phases"] = _merge_phases(base["phases"], over["phases"], source)
+    if ("label_smoothing" in over or "augment_per_subnet" in over) and "regularize_from_epochs" not in over:
+        over["regularize_from_epochs"] = None  # what the user set explicitly holds for every length of run
     try:
         return TrainConfig.model_validate(_deep_merge(base, over))
     except ValidationError as e:
