@@ -192,8 +192,6 @@ class TrainConfig(_Strict):
         smoothing off and one shared view per step (both measured worse there, better on longer runs)."""
         if self.regularize_from_epochs is None or self.total_epochs >= self.regularize_from_epochs:
             return self
-        if self.label_smoothing == 0 and not self.augment_per_subnet:
-            return self
         return self.model_copy(update={"label_smoothing": 0.0, "augment_per_subnet": False})
 
     def scaled(self, factor: float) -> "TrainConfig":
