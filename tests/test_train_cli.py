@@ -184,6 +184,39 @@ def test_nan_loss_exits_1_with_a_clear_message(workdir: Path, tmp_path: Path, mo
     assert load_checkpoint(out)["meta"]["epoch"] == 0  # the initial checkpoint is kept, intact
 
 
+def test_leaving_the_group_frees_the_ddp_wrapper_before_the_group(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A DistributedDataParallel wrapper is in a reference cycle: without a collection it outlives the
+    training function and the destroyed group, and may be destroyed only at interpreter exit, where gloo
+    aborts ('terminate called without an active exception', seen once in CI)."""
+    import gc
+    import weakref
+
+    import torch.distributed as dist
+
+    from hwnas.train.distributed import DistContext
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    gc_was = gc.isenabled()
+    gc.disable()  # the collector must not run on its own in between
+    try:
+        ddp = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(3, 2), find_unused_parameters=True)
+        ddp(torch.randn(4, 3)).sum().backward()
+        ref = weakref.ref(ddp)
+        del ddp
+        assert ref() is not None  # the cycle keeps it
+        alive_at_destroy: list[bool] = []
+        real_destroy = dist.destroy_process_group
+        monkeypatch.setattr(dist, "destroy_process_group", lambda *a, **k: (alive_at_destroy.append(ref() is not None),
+                                                                             real_destroy(*a, **k))[1])
+        DistContext(0, 1, 0, owns_group=True).close()
+        assert alive_at_destroy == [False] and not dist.is_initialized()
+    finally:
+        if gc_was:
+            gc.enable()
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
 @pytest.mark.skipif(shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None, reason="torchrun not installed")
 def test_two_process_data_parallel(workdir: Path):
     torchrun = str(Path(sys.executable).parent / "torchrun")

@@ -4,6 +4,7 @@ threads a process uses."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import time
 from collections.abc import Iterator
@@ -43,8 +44,14 @@ class DistContext:
     def close(self, clean: bool = True) -> None:
         """Leave the group. `clean` (no error on this rank): first wait until every rank is here, since a
         rank that tore down while rank 0's store still served another aborted at exit under load
-        ('terminate called without an active exception'); after an error, tear down at once."""
+        ('terminate called without an active exception'); after an error, tear down at once.
+
+        Before that, collect garbage: a DistributedDataParallel wrapper sits in a reference cycle, so it
+        (and its reducer, which holds the group) outlives the training function until the collector runs,
+        which may be at interpreter exit, after the group is destroyed; gloo aborting while such an object
+        is destroyed during finalization is the same message."""
         if self.owns_group and dist.is_initialized():
+            gc.collect()
             try:
                 if clean:
                     dist.barrier()
