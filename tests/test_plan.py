@@ -15,7 +15,8 @@ from hwnas.cli import main
 from hwnas.errors import UserError
 from hwnas.space import load_space
 from hwnas.train.config import TrainConfig, default_config, progressive_phases
-from hwnas.train.plan import Plan, PhaseCost, estimate_eval_seconds, format_duration, parse_duration, phase_seconds, plan_epochs
+from hwnas.train.plan import (Plan, PhaseCost, SubnetEvalCost, estimate_eval_seconds, format_duration, parse_duration, phase_seconds,
+                              plan_epochs)
 from tests.test_train import micro_space, tiny_dataset
 
 
@@ -56,10 +57,13 @@ def test_plan_keeps_the_schedule_shape_and_fills_the_time():
 
 
 def test_eval_estimate_and_plan_lines():
-    cfg = default_config(load_space("mbv3-tiny"), "digits")
-    assert estimate_eval_seconds(cfg, 2.0) == pytest.approx(2.0 * (1 + 0.6 * (1 + cfg.eval_subnets)))
-    ps = _ps()
-    assert estimate_eval_seconds(ps, 1.0) == pytest.approx(6 * estimate_eval_seconds(ps.model_copy(update={"eval_at": "end"}), 1.0))
+    cfg = default_config(load_space("mbv3-tiny"), "digits").model_copy(update={"eval_at": "end"})
+    measured = [SubnetEvalCost(calib_s=0.004, val_s=0.002), SubnetEvalCost(calib_s=0.001, val_s=0.0005)]
+    # each subnet's recalibration over the calibration images plus its accuracy over the validation images
+    assert estimate_eval_seconds(cfg, measured, 2000, 1000) == pytest.approx(8 + 2 + 2 + 0.5)
+    ps = _ps()  # evaluated after each of its 6 training phases
+    assert estimate_eval_seconds(ps, measured, 10, 10) == pytest.approx(
+        6 * estimate_eval_seconds(ps.model_copy(update={"eval_at": "end"}), measured, 10, 10))
     plan = Plan(time_budget_s=600, planned_epochs={"sandwich": 2.5}, iters_per_epoch=10,
                 costs=[PhaseCost(name="sandwich", seconds_per_iter=20.0)], train_s=500, eval_s=60, overhead_s=20)
     lines = plan.lines(now=datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc))
@@ -192,3 +196,53 @@ def test_forward_seconds_per_image_is_the_median_of_timed_passes_after_a_warm_up
     x = torch.zeros(10, 3, 8, 8, dtype=torch.uint8)
     per_image = ev.forward_seconds_per_image(Timed(), x, 8, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
     assert per_image == pytest.approx(0.3 / 10)  # median of 0.2, 5.0, 0.3
+
+
+def test_evaluation_costs_time_each_subnet_after_an_untimed_warm_up(monkeypatch: pytest.MonkeyPatch):
+    """Recalibration and accuracy are timed apart, per image, for every subnet; the first evaluation
+    (allocators, kernel selection) is repeated untimed before, so it does not count."""
+    import hwnas.train.evaluate as ev
+
+    space = micro_space()
+    subs = [space.largest(), space.smallest()]
+    clock = {"t": 0.0}
+    recal = iter([50.0, 4.0, 1.0])  # warm-up (the largest), then the largest and the smallest
+    acc = iter([30.0, 2.0, 0.5])
+    monkeypatch.setattr(ev.time, "perf_counter", lambda: clock["t"])
+
+    def fake_inherited(*a, **k):
+        clock["t"] += next(recal)
+        return object()
+
+    def fake_accuracy(*a, **k):
+        clock["t"] += next(acc)
+        return 0.5
+
+    monkeypatch.setattr(ev, "inherited_subnet", fake_inherited)
+    monkeypatch.setattr(ev, "accuracy", fake_accuracy)
+    costs = ev.evaluation_costs(None, subs, tiny_dataset(n_train=40), images=20)  # type: ignore[arg-type]
+    assert costs == [SubnetEvalCost(calib_s=4.0 / 20, val_s=2.0 / 20), SubnetEvalCost(calib_s=1.0 / 20, val_s=0.5 / 20)]
+
+
+def test_the_probe_times_the_subnets_the_run_evaluates(monkeypatch: pytest.MonkeyPatch):
+    """The evaluation estimate is measured on the same smallest, largest and fixed random subnets that
+    the run's evaluations use, not scaled from the largest."""
+    import hwnas.train.api as api
+    import hwnas.train.evaluate as ev
+    from hwnas.supernet import Supernet
+    from hwnas.train.phases import eval_subnets
+
+    space = micro_space()
+    cfg = default_config(space, "x").model_copy(update={"batch_size": 8, "eval_subnets": 2, "seed": 3})
+    seen: list[str] = []
+    real = ev.inherited_subnet
+
+    def spy(supernet, sub, *a, **k):
+        seen.append(space.validate_subnet(sub).key())
+        return real(supernet, sub, *a, **k)
+
+    monkeypatch.setattr(ev, "inherited_subnet", spy)
+    _, measured = api.probe_costs(Supernet(space), cfg, space, tiny_dataset(n_train=16), torch.device("cpu"))
+    expected = [s.key() for _, s in eval_subnets(space, cfg.eval_subnets, cfg.seed)]
+    assert len(measured) == len(expected) and sorted(seen[1:]) == sorted(expected)  # seen[0]: the warm-up
+    assert all(c.calib_s > 0 and c.val_s > 0 for c in measured)

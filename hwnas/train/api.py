@@ -35,12 +35,12 @@ from hwnas.train.checkpoint import SupernetMeta, check_space, load_checkpoint, r
 from hwnas.train.ema import WeightEMA, step_decay
 from hwnas.train.config import PhaseConfig, TrainConfig, resolve_config
 from hwnas.train.distributed import CpuThreads, DistContext, cpu_threads, init_distributed, memory_format_for, resolve_device
-from hwnas.train.evaluate import evaluate_subnet, forward_seconds_per_image
+from hwnas.train.evaluate import evaluate_subnet, evaluation_costs
 from hwnas.train.gradscale import UsageCounter
 from hwnas.train.losses import training_loss
 from hwnas.train.phases import check_phases, eval_subnets, sample_step
-from hwnas.train.plan import (Plan, PhaseCost, estimate_eval_seconds, format_duration, parse_duration, phase_seconds,
-                              plan_epochs)
+from hwnas.train.plan import (Plan, PhaseCost, SubnetEvalCost, estimate_eval_seconds, format_duration, parse_duration,
+                              phase_seconds, plan_epochs)
 from hwnas.train.schedule import CosineSchedule, make_optimizer
 from hwnas.train.transfer import load_init, transfer_weights
 
@@ -530,9 +530,10 @@ PROBE_STEPS = 3
 
 
 def probe_costs(model: Supernet, cfg: TrainConfig, space: Space, ds: Dataset, device: torch.device,
-                steps: int = PROBE_STEPS) -> tuple[dict[str, float], float]:
-    """Seconds per iteration of every phase (one measurement per phase kind) and eval-mode seconds per
-    image, measured on a copy of the model: the run's weights and random streams are untouched."""
+                steps: int = PROBE_STEPS) -> tuple[dict[str, float], list[SubnetEvalCost]]:
+    """Seconds per iteration of every phase (one measurement per phase kind) and what evaluating each
+    of the run's evaluated subnets costs per image, measured on a copy of the model: the run's weights
+    and random streams are untouched."""
     import copy
 
     costs: dict[str, float] = {}
@@ -572,10 +573,10 @@ def probe_costs(model: Supernet, cfg: TrainConfig, space: Space, ds: Dataset, de
                     if timed:
                         times.append(time.perf_counter() - t0)
             by_kind[phase.kind] = costs[phase.name] = max(float(np.mean(times)), 1e-9)
-        largest = space.largest()
-        n = min(cfg.eval_batch_size, 256, ds.train_x.shape[0])
-        per_image = forward_seconds_per_image(probe.extract(largest), ds.train_x[:n], largest.resolution, ds.mean, ds.std, device)
-    return costs, per_image
+        subnets = [sub for _, sub in eval_subnets(space, cfg.eval_subnets, cfg.seed)]
+        subnets.sort(key=lambda s: s != space.largest())  # the largest first: the untimed warm-up evaluates it
+        eval_costs = evaluation_costs(probe, subnets, ds, device=device, batch_size=cfg.eval_batch_size)
+    return costs, eval_costs
 
 
 def supernet_epochs_for(space: Space, ds: Dataset, cfg: TrainConfig, time_budget_s: float,
@@ -596,13 +597,13 @@ def supernet_epochs_for(space: Space, ds: Dataset, cfg: TrainConfig, time_budget
         return 0.0
 
 
-def make_plan(run: _Run, costs: dict[str, float], per_image_s: float, time_budget_s: float | None,
+def make_plan(run: _Run, costs: dict[str, float], eval_costs: list[SubnetEvalCost], time_budget_s: float | None,
               spent_s: float, save_s: float) -> tuple[TrainConfig, Plan]:
     """Epochs per phase that fit the budget (or the configured ones) and what the run will cost."""
     cfg = run.cfg
-    images = min(cfg.calib_images, run.ds.train_x.shape[0]) + run.ds.val_x.shape[0]
+    calib_images = min(cfg.calib_images, run.ds.train_x.shape[0])
     eval_cfg = cfg.model_copy(update={"eval_at": "end"}) if time_budget_s is not None else cfg
-    eval_s = estimate_eval_seconds(eval_cfg, per_image_s * images)
+    eval_s = estimate_eval_seconds(eval_cfg, eval_costs, calib_images, run.ds.val_x.shape[0])
     if time_budget_s is not None:
         # a checkpoint per epoch: estimated from the cost of one save and the epochs the budget buys
         trial = plan_epochs(cfg, costs, run.iters_per_epoch, max(time_budget_s - spent_s - eval_s, 1e-9))
@@ -833,10 +834,10 @@ def _plan_run(run: _Run, budget_s: float | None, t_start: float, *, save_s: floa
     payload: Any = None
     costs: dict[str, float] = {}
     if run.dist.is_main:
-        costs, per_image = probe_costs(run.model, run.cfg, run.space, run.ds, run.device)
+        costs, eval_costs = probe_costs(run.model, run.cfg, run.space, run.ds, run.device)
         spent = time.perf_counter() - t_start
         try:
-            cfg, plan = make_plan(run, costs, per_image, budget_s, spent, save_s)
+            cfg, plan = make_plan(run, costs, eval_costs, budget_s, spent, save_s)
             payload = ("ok", cfg.model_dump(mode="json"), plan.model_dump(mode="json"), costs)
         except UserError as e:
             payload = ("error", str(e), None, None)

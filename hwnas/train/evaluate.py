@@ -13,6 +13,7 @@ from hwnas.data import augment_batch, calibration_subset
 from hwnas.space.models import Subnet
 from hwnas.train.bn import recalibrate_bn
 from hwnas.train.distributed import memory_format_for
+from hwnas.train.plan import SubnetEvalCost
 
 if TYPE_CHECKING:
     from hwnas.data import Dataset
@@ -69,6 +70,26 @@ def forward_seconds_per_image(net: nn.Module, x_uint8: torch.Tensor, resolution:
         if i > 0:
             times.append(time.perf_counter() - t0)
     return float(np.median(times)) / x.shape[0]
+
+
+def evaluation_costs(supernet: "Supernet", subnets: Sequence[Subnet], ds: "Dataset", *, images: int = 128,
+                     device: str | torch.device = "cpu", batch_size: int = 500) -> list[SubnetEvalCost]:
+    """Seconds per image of each subnet's evaluation as `evaluate_subnet` runs it (extraction and BN
+    recalibration per calibration image; accuracy per validation image), timed on `images` training
+    images after one untimed evaluation of the first subnet (allocators, kernel selection). For planning
+    a run's evaluations: scaling one forward of the largest subnet gave half the real cost."""
+    n = min(images, ds.train_x.shape[0])
+    x, y = ds.train_x[:n], ds.train_y[:n]
+    costs = []
+    for i, sub in enumerate([subnets[0], *subnets] if subnets else []):
+        t0 = time.perf_counter()
+        net = inherited_subnet(supernet, sub, ds, calib=x, device=device, batch_size=min(batch_size, 256))
+        t1 = time.perf_counter()
+        accuracy(net, x, y, sub.resolution, ds.mean, ds.std, batch_size=batch_size, device=device)
+        t2 = time.perf_counter()
+        if i > 0:
+            costs.append(SubnetEvalCost(calib_s=(t1 - t0) / n, val_s=(t2 - t1) / n))
+    return costs
 
 
 def inherited_subnet(
