@@ -4,6 +4,7 @@ real time-budgeted runs that end in time and say when they will end."""
 from __future__ import annotations
 
 import json
+import math
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,7 +17,7 @@ from hwnas.errors import UserError
 from hwnas.space import load_space
 from hwnas.train.config import TrainConfig, default_config, progressive_phases
 from hwnas.train.plan import (Plan, PhaseCost, SubnetEvalCost, estimate_eval_seconds, format_duration, parse_duration, phase_seconds,
-                              plan_epochs)
+                              plan_epochs, plan_epochs_with_saves)
 from tests.test_train import micro_space, tiny_dataset
 
 
@@ -56,6 +57,23 @@ def test_plan_keeps_the_schedule_shape_and_fills_the_time():
         plan_epochs(cfg, costs, ipe, -3.0)
 
 
+def test_plan_counts_the_checkpoints_it_buys():
+    """A checkpoint before the first step and after every epoch: steps and checkpoints together fill
+    the time, also when a checkpoint costs as much as an epoch (small data)."""
+    cfg = _ps()
+    costs = {p.name: 0.01 for p in cfg.phases}
+    ipe = 8  # an epoch's steps: 0.08 s
+    for available, save_s in ((20.0, 0.0), (20.0, 0.08), (20.0, 0.5), (300.0, 0.2)):
+        planned = plan_epochs_with_saves(cfg, costs, ipe, available, save_s)
+        saves = sum(math.ceil(p.epochs - 1e-9) for p in planned.phases) + 1
+        spent = phase_seconds(planned, costs, ipe) + saves * save_s
+        assert 0.8 * available <= spent <= available + 1e-9, (available, save_s, spent)
+    ratios = [planned.phase(p.name).epochs / p.epochs for p in cfg.phases]
+    assert max(ratios) - min(ratios) < 6 / ipe  # the schedule's shape is kept
+    with pytest.raises(UserError, match="used up"):  # the checkpoints alone would not fit
+        plan_epochs_with_saves(cfg, costs, ipe, 1.0, 0.5)
+
+
 def test_eval_estimate_and_plan_lines():
     cfg = default_config(load_space("mbv3-tiny"), "digits").model_copy(update={"eval_at": "end"})
     measured = [SubnetEvalCost(calib_s=0.004, val_s=0.002), SubnetEvalCost(calib_s=0.001, val_s=0.0005)]
@@ -73,15 +91,18 @@ def test_eval_estimate_and_plan_lines():
 
 
 def test_a_slower_machine_is_caught_up_by_replanning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """The probe claims steps 8x faster than they are; the run must still end near its budget."""
+    """The probe claims steps 30x faster than they are; the run must still end near its budget: the plan is
+    checked after the third step, and then as often as the *measured* cost says (checking after 5% of the
+    planned iterations came after 5 x 30% of the budget, too late)."""
     import hwnas.train.api as api
 
-    monkeypatch.setattr(api, "load_dataset", lambda spec: tiny_dataset(n_train=64))
+    # 32 steps an epoch: the steps, not the checkpoint after each epoch, are most of the run's time
+    monkeypatch.setattr(api, "load_dataset", lambda spec: tiny_dataset(n_train=256))
     real = api.probe_costs
 
     def optimistic(*a, **k):
-        costs, per_image = real(*a, **k)
-        return {n: c / 8 for n, c in costs.items()}, per_image
+        costs, eval_costs = real(*a, **k)
+        return {n: c / 30 for n, c in costs.items()}, eval_costs
 
     monkeypatch.setattr(api, "probe_costs", optimistic)
     budget = 8.0
@@ -246,3 +267,6 @@ def test_the_probe_times_the_subnets_the_run_evaluates(monkeypatch: pytest.Monke
     expected = [s.key() for _, s in eval_subnets(space, cfg.eval_subnets, cfg.seed)]
     assert len(measured) == len(expected) and sorted(seen[1:]) == sorted(expected)  # seen[0]: the warm-up
     assert all(c.calib_s > 0 and c.val_s > 0 for c in measured)
+    seen.clear()  # generate's route decision needs the steps' cost only: no evaluation is timed
+    _, measured = api.probe_costs(Supernet(space), cfg, space, tiny_dataset(n_train=16), torch.device("cpu"), evaluation=False)
+    assert measured == [] and seen == []

@@ -40,7 +40,7 @@ from hwnas.train.gradscale import UsageCounter
 from hwnas.train.losses import training_loss
 from hwnas.train.phases import check_phases, eval_subnets, sample_step
 from hwnas.train.plan import (Plan, PhaseCost, SubnetEvalCost, estimate_eval_seconds, format_duration, parse_duration,
-                              phase_seconds, plan_epochs)
+                              phase_seconds, plan_epochs_with_saves)
 from hwnas.train.schedule import CosineSchedule, make_optimizer
 from hwnas.train.transfer import load_init, transfer_weights
 
@@ -147,8 +147,9 @@ class _Run:
     plan: Plan | None = None
     bar: Any = None
     deadline: float | None = None  # perf_counter time the run must end by (time-budgeted fresh runs)
-    phase_time: float = 0.0  # this phase's step seconds and steps in this invocation (for re-planning)
+    phase_time: float = 0.0  # this phase's steps in this invocation, and their seconds after the first (re-planning)
     phase_steps: int = 0
+    next_replan: int = 3  # the phase step (in this invocation) at which the plan is checked next
     cost_ratio: float = 1.0  # measured / probed cost per iteration (the bar's pace)
     replans: int = 0
     save_s: float = 0.5  # measured cost of one checkpoint
@@ -362,8 +363,9 @@ def _train_epoch(run: _Run, it: BatchIterator, ddp: nn.Module, calib: torch.Tens
         dt = time.perf_counter() - t0
         run.train_seconds += dt
         run.elapsed += dt
-        run.phase_time += dt
         run.phase_steps += 1
+        if run.phase_steps > 1:  # the phase's first step pays one-time costs (new shapes; on CUDA, kernel selection)
+            run.phase_time += dt
         _replan(run)
         n_img = xb.shape[0] * run.dist.world_size
         images_epoch += n_img
@@ -411,7 +413,7 @@ def _train_epoch(run: _Run, it: BatchIterator, ddp: nn.Module, calib: torch.Tens
     run.pos = Position(run.pos.phase_index, run.pos.epoch + 1, 0)
     if finished_phase:
         run.pos = _skip_empty_phases(cfg, Position(run.pos.phase_index + 1, 0, 0), run.iters_per_epoch)
-        run.phase_time, run.phase_steps = 0.0, 0
+        run.phase_time, run.phase_steps, run.next_replan = 0.0, 0, 3
     run.save()
     run.log_metrics(record)
     if eval_record is not None:
@@ -436,15 +438,19 @@ def _replan(run: _Run) -> None:
     come, of this phase and the later ones, so that the run ends on time. The current phase's
     cosine is stretched or shrunk to its new length. Data-parallel ranks apply rank 0's decision."""
     plan = run.plan
-    if run.deadline is None or plan is None or run.phase_steps < 3:
+    if run.deadline is None or plan is None or run.phase_steps != run.next_replan:
         return
-    every = max(1, int(REPLAN_EVERY * plan.train_s / max(plan.cost(run.phase.name), 1e-9)))
-    if run.phase_steps % every:
+    # the next check comes after another REPLAN_EVERY of the planned step time at the *measured* cost, so
+    # a probe that was far too optimistic is caught after 3 steps, not after 5% of its iterations; rank 0
+    # decides it, so every rank checks (and meets in the broadcast) at the same step
+    decision = None
+    if run.dist.is_main:
+        every = max(1, int(REPLAN_EVERY * plan.train_s / max(_measured_cost(run), 1e-9)))
+        decision = (_replan_decision(run, plan), run.phase_steps + every)
+    change, run.next_replan = _broadcast_plan(run.dist, decision)
+    if change is None:
         return
-    decision = _replan_decision(run, plan) if run.dist.is_main else None
-    epochs, ratio, bar_left = _broadcast_plan(run.dist, decision) or (None, None, None)
-    if epochs is None:
-        return
+    epochs, ratio, bar_left = change
     run.cfg = run.cfg.with_epochs(epochs, keep_warmup=run.phase.name)
     run.cost_ratio = ratio
     if run.bar is not None:
@@ -454,11 +460,16 @@ def _replan(run: _Run) -> None:
     run.replans += 1
 
 
+def _measured_cost(run: _Run) -> float:
+    """Seconds per step of this phase so far in this invocation, its first step left out."""
+    return run.phase_time / max(run.phase_steps - 1, 1)
+
+
 def _replan_decision(run: _Run, plan: Plan) -> tuple[dict[str, float], float, float] | None:
     """(new epochs of the phases left, measured/planned cost, seconds left) or None to keep the plan."""
     assert run.deadline is not None
     cfg, ipe, index = run.cfg, run.iters_per_epoch, run.pos.phase_index
-    ratio = (run.phase_time / run.phase_steps) / plan.cost(run.phase.name)  # actual / planned cost per iteration
+    ratio = _measured_cost(run) / plan.cost(run.phase.name)  # actual / planned cost per iteration
     done_here = run.pos.epoch * ipe + run.pos.batch
     left_iters = {i: (phase_iters(cfg, i, ipe) - (done_here if i == index else 0)) for i in range(index, len(cfg.phases))}
     expected = sum(n * plan.cost(cfg.phases[i].name) * ratio for i, n in left_iters.items())
@@ -530,10 +541,10 @@ PROBE_STEPS = 3
 
 
 def probe_costs(model: Supernet, cfg: TrainConfig, space: Space, ds: Dataset, device: torch.device,
-                steps: int = PROBE_STEPS) -> tuple[dict[str, float], list[SubnetEvalCost]]:
-    """Seconds per iteration of every phase (one measurement per phase kind) and what evaluating each
-    of the run's evaluated subnets costs per image, measured on a copy of the model: the run's weights
-    and random streams are untouched."""
+                steps: int = PROBE_STEPS, evaluation: bool = True) -> tuple[dict[str, float], list[SubnetEvalCost]]:
+    """Seconds per iteration of every phase (one measurement per phase kind) and, with `evaluation`, what
+    evaluating each of the run's evaluated subnets costs per image, measured on a copy of the model: the
+    run's weights and random streams are untouched."""
     import copy
 
     costs: dict[str, float] = {}
@@ -573,9 +584,11 @@ def probe_costs(model: Supernet, cfg: TrainConfig, space: Space, ds: Dataset, de
                     if timed:
                         times.append(time.perf_counter() - t0)
             by_kind[phase.kind] = costs[phase.name] = max(float(np.mean(times)), 1e-9)
-        subnets = [sub for _, sub in eval_subnets(space, cfg.eval_subnets, cfg.seed)]
-        subnets.sort(key=lambda s: s != space.largest())  # the largest first: the untimed warm-up evaluates it
-        eval_costs = evaluation_costs(probe, subnets, ds, device=device, batch_size=cfg.eval_batch_size)
+        eval_costs: list[SubnetEvalCost] = []
+        if evaluation:
+            subnets = [sub for _, sub in eval_subnets(space, cfg.eval_subnets, cfg.seed)]
+            subnets.sort(key=lambda s: s != space.largest())  # the largest first: the untimed warm-up evaluates it
+            eval_costs = evaluation_costs(probe, subnets, ds, device=device, batch_size=cfg.eval_batch_size)
     return costs, eval_costs
 
 
@@ -588,7 +601,7 @@ def supernet_epochs_for(space: Space, ds: Dataset, cfg: TrainConfig, time_budget
 
     dev = resolve_device(None if device is None else str(device))
     model = Supernet(space).to(device=dev, memory_format=memory_format_for(dev))
-    costs, _ = probe_costs(model, cfg, space, ds, dev)
+    costs, _ = probe_costs(model, cfg, space, ds, dev, evaluation=False)
     n = int(ds.train_x.shape[0])
     iters = n // cfg.batch_size if n >= cfg.batch_size else 1
     try:
@@ -605,12 +618,11 @@ def make_plan(run: _Run, costs: dict[str, float], eval_costs: list[SubnetEvalCos
     eval_cfg = cfg.model_copy(update={"eval_at": "end"}) if time_budget_s is not None else cfg
     eval_s = estimate_eval_seconds(eval_cfg, eval_costs, calib_images, run.ds.val_x.shape[0])
     if time_budget_s is not None:
-        # a checkpoint per epoch: estimated from the cost of one save and the epochs the budget buys
-        trial = plan_epochs(cfg, costs, run.iters_per_epoch, max(time_budget_s - spent_s - eval_s, 1e-9))
-        saves = sum(math.ceil(p.epochs) for p in trial.phases) + 1
-        available = time_budget_s - spent_s - eval_s - saves * save_s
-        cfg = plan_epochs(cfg, costs, run.iters_per_epoch, available).model_copy(
-            update={"time_budget_s": time_budget_s, "eval_at": "end"})
+        if time_budget_s - spent_s - eval_s <= 0:
+            raise UserError(f"--time-budget: the budget is used up by setup ({spent_s:.1f} s so far) and the evaluation "
+                            f"at the end (about {eval_s:.1f} s) alone, of {format_duration(time_budget_s)}; give a longer budget")
+        cfg = plan_epochs_with_saves(cfg, costs, run.iters_per_epoch, time_budget_s - spent_s - eval_s, save_s)
+        cfg = cfg.model_copy(update={"time_budget_s": time_budget_s, "eval_at": "end"})
     cfg = cfg.for_planned_epochs()
     saves = sum(math.ceil(p.epochs) for p in cfg.phases) + 1
     plan = Plan(time_budget_s=time_budget_s, planned_epochs=cfg.planned_epochs, iters_per_epoch=run.iters_per_epoch,

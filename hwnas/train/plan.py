@@ -114,6 +114,19 @@ def plan_epochs(cfg: TrainConfig, costs: dict[str, float], iters_per_epoch: int,
     return cfg.with_epochs(epochs)
 
 
+def plan_epochs_with_saves(cfg: TrainConfig, costs: dict[str, float], iters_per_epoch: int, available_s: float,
+                           save_s: float) -> TrainConfig:
+    """`plan_epochs` where the checkpoints also come out of `available_s`: one before the first step and
+    one after every epoch (an epoch begun counts). Their number grows with the epochs the budget buys,
+    so the steps' share is solved for: a first guess from the steps alone over-counted the checkpoints
+    when they cost as much as the epochs (small data) and refused budgets that fit."""
+    full = phase_seconds(cfg, costs, iters_per_epoch)  # the configured epochs' steps
+    training = sum(1 for p in cfg.phases if p.epochs > 0)
+    fixed = (training + 1) * save_s  # the first checkpoint, and a part-epoch rounded up per phase
+    factor = (available_s - fixed) / max(full + cfg.total_epochs * save_s, 1e-12)
+    return plan_epochs(cfg, costs, iters_per_epoch, factor * full)
+
+
 class SubnetEvalCost(NamedTuple):
     """What evaluating one subnet costs per image, as measured: BN recalibration (training-mode
     forwards over the calibration images) and accuracy (eval-mode forwards over the validation images)."""
