@@ -501,7 +501,7 @@ def test_in_place_distillation_teaches_with_the_largest_subnet_of_the_step(monke
     import hwnas.train.api as api
 
     sp = micro_space()
-    cfg = default_config(sp, "x").model_copy(update={"kd_weight": 1.0})  # small images default to no distillation
+    cfg = default_config(sp, "x").model_copy(update={"kd_weight": 1.0})  # the full weight, not the small-image default's half
     phase = cfg.phases[0]
     net = Supernet(sp)
     calls: list[torch.Tensor | None] = []
