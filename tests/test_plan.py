@@ -8,6 +8,7 @@ import math
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -231,7 +232,10 @@ def test_evaluation_costs_time_each_subnet_after_an_untimed_warm_up(monkeypatch:
     acc = iter([30.0, 2.0, 0.5])
     monkeypatch.setattr(ev.time, "perf_counter", lambda: clock["t"])
 
-    def fake_inherited(*a, **k):
+    evaluated = []
+
+    def fake_inherited(supernet, sub, *a, **k):
+        evaluated.append(sub)
         clock["t"] += next(recal)
         return object()
 
@@ -241,7 +245,9 @@ def test_evaluation_costs_time_each_subnet_after_an_untimed_warm_up(monkeypatch:
 
     monkeypatch.setattr(ev, "inherited_subnet", fake_inherited)
     monkeypatch.setattr(ev, "accuracy", fake_accuracy)
-    costs = ev.evaluation_costs(None, subs, tiny_dataset(n_train=40), images=20)  # type: ignore[arg-type]
+    supernet = SimpleNamespace(space=space)  # the warm-up asks it for its largest subnet; nothing else is used
+    costs = ev.evaluation_costs(supernet, subs, tiny_dataset(n_train=40), images=20)  # type: ignore[arg-type]
+    assert evaluated == [space.largest(), *subs]  # the warm-up evaluates the largest, whatever the order given
     assert costs == [SubnetEvalCost(calib_s=4.0 / 20, val_s=2.0 / 20), SubnetEvalCost(calib_s=1.0 / 20, val_s=0.5 / 20)]
 
 

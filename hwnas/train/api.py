@@ -121,6 +121,12 @@ def _aug_generator(seed: int, pos: Position, rank: int) -> torch.Generator:
 
 # ---------------------------------------------------------------- the run
 
+REPLAN_EVERY = 0.05
+"""Re-plan a time-budgeted run after each further 5% of its expected step time (at the measured pace)."""
+FIRST_REPLAN_STEP = 3
+"""A time-budgeted run's plan is first checked at this step of each phase, from the cost of its steps after
+the first (which pays one-time costs)."""
+
 
 @dataclass
 class _Run:
@@ -149,7 +155,7 @@ class _Run:
     deadline: float | None = None  # perf_counter time the run must end by (time-budgeted fresh runs)
     phase_time: float = 0.0  # this phase's steps in this invocation, and their seconds after the first (re-planning)
     phase_steps: int = 0
-    next_replan: int = 3  # the phase step (in this invocation) at which the plan is checked next
+    next_replan: int = FIRST_REPLAN_STEP  # the phase step (in this invocation) at which the plan is checked next
     cost_ratio: float = 1.0  # measured / probed cost per iteration (the bar's pace)
     replans: int = 0
     save_s: float = 0.5  # measured cost of one checkpoint
@@ -413,7 +419,7 @@ def _train_epoch(run: _Run, it: BatchIterator, ddp: nn.Module, calib: torch.Tens
     run.pos = Position(run.pos.phase_index, run.pos.epoch + 1, 0)
     if finished_phase:
         run.pos = _skip_empty_phases(cfg, Position(run.pos.phase_index + 1, 0, 0), run.iters_per_epoch)
-        run.phase_time, run.phase_steps, run.next_replan = 0.0, 0, 3
+        run.phase_time, run.phase_steps, run.next_replan = 0.0, 0, FIRST_REPLAN_STEP
     run.save()
     run.log_metrics(record)
     if eval_record is not None:
@@ -428,8 +434,6 @@ def _train_epoch(run: _Run, it: BatchIterator, ddp: nn.Module, calib: torch.Tens
 LONG_RUN_S = 3600.0
 """Runs planned longer than this on a CPU, without a time budget, are warned about before they start."""
 
-REPLAN_EVERY = 0.05
-"""Re-plan a time-budgeted run after each further 5% of its expected step time."""
 
 
 def _replan(run: _Run) -> None:
@@ -587,7 +591,6 @@ def probe_costs(model: Supernet, cfg: TrainConfig, space: Space, ds: Dataset, de
         eval_costs: list[SubnetEvalCost] = []
         if evaluation:
             subnets = [sub for _, sub in eval_subnets(space, cfg.eval_subnets, cfg.seed)]
-            subnets.sort(key=lambda s: s != space.largest())  # the largest first: the untimed warm-up evaluates it
             eval_costs = evaluation_costs(probe, subnets, ds, device=device, batch_size=cfg.eval_batch_size)
     return costs, eval_costs
 
@@ -618,10 +621,11 @@ def make_plan(run: _Run, costs: dict[str, float], eval_costs: list[SubnetEvalCos
     eval_cfg = cfg.model_copy(update={"eval_at": "end"}) if time_budget_s is not None else cfg
     eval_s = estimate_eval_seconds(eval_cfg, eval_costs, calib_images, run.ds.val_x.shape[0])
     if time_budget_s is not None:
-        if time_budget_s - spent_s - eval_s <= 0:
+        left = time_budget_s - spent_s - eval_s
+        if left <= 0:
             raise UserError(f"--time-budget: the budget is used up by setup ({spent_s:.1f} s so far) and the evaluation "
                             f"at the end (about {eval_s:.1f} s) alone, of {format_duration(time_budget_s)}; give a longer budget")
-        cfg = plan_epochs_with_saves(cfg, costs, run.iters_per_epoch, time_budget_s - spent_s - eval_s, save_s)
+        cfg = plan_epochs_with_saves(cfg, costs, run.iters_per_epoch, left, save_s)
         cfg = cfg.model_copy(update={"time_budget_s": time_budget_s, "eval_at": "end"})
     cfg = cfg.for_planned_epochs()
     saves = sum(math.ceil(p.epochs) for p in cfg.phases) + 1

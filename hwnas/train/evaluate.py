@@ -76,12 +76,12 @@ def evaluation_costs(supernet: "Supernet", subnets: Sequence[Subnet], ds: "Datas
                      device: str | torch.device = "cpu", batch_size: int = 500) -> list[SubnetEvalCost]:
     """Seconds per image of each subnet's evaluation as `evaluate_subnet` runs it (extraction and BN
     recalibration per calibration image; accuracy per validation image), timed on `images` training
-    images after one untimed evaluation of the first subnet (allocators, kernel selection). For planning
+    images after one untimed evaluation of the largest subnet (allocators, kernel selection). For planning
     a run's evaluations: scaling one forward of the largest subnet gave half the real cost."""
     n = min(images, ds.train_x.shape[0])
     x, y = ds.train_x[:n], ds.train_y[:n]
     costs = []
-    for i, sub in enumerate([subnets[0], *subnets] if subnets else []):
+    for i, sub in enumerate([supernet.space.largest(), *subnets] if subnets else []):
         t0 = time.perf_counter()
         net = inherited_subnet(supernet, sub, ds, calib=x, device=device, batch_size=min(batch_size, 256))
         t1 = time.perf_counter()
