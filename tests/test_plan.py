@@ -17,8 +17,8 @@ from hwnas.cli import main
 from hwnas.errors import UserError
 from hwnas.space import load_space
 from hwnas.train.config import TrainConfig, default_config, progressive_phases
-from hwnas.train.plan import (Plan, PhaseCost, SubnetEvalCost, estimate_eval_seconds, format_duration, parse_duration, phase_seconds,
-                              plan_epochs, plan_epochs_with_saves)
+from hwnas.train.plan import (EVAL_SHARE, Plan, PhaseCost, SubnetEvalCost, estimate_eval_seconds, eval_subnets_within,
+                              format_duration, parse_duration, phase_seconds, plan_epochs, plan_epochs_with_saves)
 from tests.test_train import micro_space, tiny_dataset
 
 
@@ -89,6 +89,43 @@ def test_eval_estimate_and_plan_lines():
     text = "\n".join(lines)
     assert "time budget 10m00s" in text and "2.50 epochs" in text and "ending about 2026-01-01 12:09 UTC" in text
     assert format_duration(3725) == "1h02m05s"
+
+
+def test_random_eval_subnets_are_left_out_last_first_to_fit_the_cap():
+    ends = [SubnetEvalCost(calib_s=0.002, val_s=0.001), SubnetEvalCost(calib_s=0.001, val_s=0.0005)]  # 3 s + 1.5 s
+    random = [SubnetEvalCost(calib_s=0.001, val_s=0.001)] * 3  # 2 s each at 1,000 + 1,000 images
+    costs = ends + random
+    assert eval_subnets_within(costs, 1000, 1000, 100.0) == 3
+    assert eval_subnets_within(costs, 1000, 1000, 4.5 + 2 * 2) == 2  # exactly at the cap still fits
+    assert eval_subnets_within(costs, 1000, 1000, 4.5 + 2 * 2 - 0.01) == 1
+    assert eval_subnets_within(costs, 1000, 1000, 1.0) == 0  # the smallest and largest alone exceed it: none added
+
+
+def _plan_run(cfg: TrainConfig, n_train: int = 1000, n_val: int = 1000):
+    ds = SimpleNamespace(train_x=torch.empty(n_train, 0), val_x=torch.empty(n_val, 0))
+    return SimpleNamespace(cfg=cfg, ds=ds, iters_per_epoch=10, device=torch.device("cpu"))
+
+
+def test_a_short_budget_evaluates_fewer_random_subnets_and_the_plan_says_so():
+    """Under a time budget the final evaluation keeps to EVAL_SHARE of it: the 3-minute cifar10-small run had
+    spent a sixth of its budget evaluating 5 subnets. Without a budget every configured subnet is evaluated."""
+    import hwnas.train.api as api
+
+    cfg = default_config(load_space("mbv3-tiny"), "digits").model_copy(update={"eval_subnets": 3, "calib_images": 1000})
+    per = [SubnetEvalCost(calib_s=0.002, val_s=0.001), SubnetEvalCost(calib_s=0.001, val_s=0.0005)] + \
+        [SubnetEvalCost(calib_s=0.0015, val_s=0.001)] * 3  # 3 + 1.5 s, then 2.5 s per random subnet
+    costs = {p.name: 0.01 for p in cfg.phases}
+    budget = 80.0  # cap 8 s: the ends (4.5 s) and one random subnet (7 s) fit, a second (9.5 s) does not
+    planned, plan = api.make_plan(_plan_run(cfg), costs, per, budget, spent_s=1.0, save_s=0.01)
+    assert planned.eval_subnets == 1 and plan.eval_subnets_dropped == 2
+    assert plan.eval_s == pytest.approx(7.0) and plan.eval_s <= EVAL_SHARE * budget
+    assert plan.train_s + plan.eval_s + plan.overhead_s <= budget + 1e-6  # the freed seconds go to training
+    assert "without 2 of the random subnets" in "\n".join(plan.lines())
+    roomy, plan = api.make_plan(_plan_run(cfg), costs, per, 1000.0, spent_s=1.0, save_s=0.01)
+    assert roomy.eval_subnets == 3 and plan.eval_subnets_dropped == 0 and plan.eval_s == pytest.approx(12.0)
+    assert "without" not in "\n".join(plan.lines())
+    configured, plan = api.make_plan(_plan_run(cfg), costs, per, None, spent_s=1.0, save_s=0.01)
+    assert configured.eval_subnets == 3 and plan.eval_subnets_dropped == 0
 
 
 def test_a_slower_machine_is_caught_up_by_replanning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

@@ -701,6 +701,10 @@ def test_same_recipe_compares_a_budgeted_run_with_its_short_run_recipe():
     assert not _same_recipe(asked.model_copy(update={"seed": 1}), stored)
     long = asked.with_epochs({"sandwich": 20.0}).model_copy(update={"time_budget_s": 600.0, "eval_at": "end"})
     assert _same_recipe(asked, long) and not _same_recipe(asked.model_copy(update={"label_smoothing": 0.0}), long)
+    short = long.model_copy(update={"eval_subnets": 0})  # a short budget's plan evaluated the two ends only
+    assert _same_recipe(asked, short)
+    unbudgeted = asked.for_planned_epochs()
+    assert not _same_recipe(asked, unbudgeted.model_copy(update={"eval_subnets": 0}))  # only a plan may change it
 
 
 def test_training_run_gives_each_subnet_its_own_view_when_configured(tmp_path: Path, tiny_data: str, monkeypatch):

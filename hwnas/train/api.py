@@ -39,8 +39,8 @@ from hwnas.train.evaluate import evaluate_subnet, evaluation_costs
 from hwnas.train.gradscale import UsageCounter
 from hwnas.train.losses import training_loss
 from hwnas.train.phases import check_phases, eval_subnets, sample_step
-from hwnas.train.plan import (Plan, PhaseCost, SubnetEvalCost, estimate_eval_seconds, format_duration, parse_duration,
-                              phase_seconds, plan_epochs_with_saves)
+from hwnas.train.plan import (EVAL_SHARE, Plan, PhaseCost, SubnetEvalCost, estimate_eval_seconds, eval_subnets_within,
+                              format_duration, parse_duration, phase_seconds, plan_epochs_with_saves)
 from hwnas.train.schedule import CosineSchedule, make_optimizer
 from hwnas.train.transfer import load_init, transfer_weights
 
@@ -619,7 +619,16 @@ def make_plan(run: _Run, costs: dict[str, float], eval_costs: list[SubnetEvalCos
     cfg = run.cfg
     calib_images = min(cfg.calib_images, run.ds.train_x.shape[0])
     eval_cfg = cfg.model_copy(update={"eval_at": "end"}) if time_budget_s is not None else cfg
-    eval_s = estimate_eval_seconds(eval_cfg, eval_costs, calib_images, run.ds.val_x.shape[0])
+    val_images = int(run.ds.val_x.shape[0])
+    kept = cfg.eval_subnets
+    if time_budget_s is not None and eval_costs:
+        kept = min(kept, eval_subnets_within(eval_costs, calib_images, val_images, EVAL_SHARE * time_budget_s))
+    dropped = cfg.eval_subnets - kept
+    if dropped:
+        cfg = cfg.model_copy(update={"eval_subnets": kept})
+        eval_cfg = eval_cfg.model_copy(update={"eval_subnets": kept})
+    eval_costs = eval_costs[:2 + kept]
+    eval_s = estimate_eval_seconds(eval_cfg, eval_costs, calib_images, val_images)
     if time_budget_s is not None:
         left = time_budget_s - spent_s - eval_s
         if left <= 0:
@@ -631,7 +640,8 @@ def make_plan(run: _Run, costs: dict[str, float], eval_costs: list[SubnetEvalCos
     saves = sum(math.ceil(p.epochs) for p in cfg.phases) + 1
     plan = Plan(time_budget_s=time_budget_s, planned_epochs=cfg.planned_epochs, iters_per_epoch=run.iters_per_epoch,
                 costs=[PhaseCost(name=p.name, seconds_per_iter=costs[p.name]) for p in cfg.phases],
-                train_s=phase_seconds(cfg, costs, run.iters_per_epoch), eval_s=eval_s, overhead_s=spent_s + saves * save_s,
+                train_s=phase_seconds(cfg, costs, run.iters_per_epoch), eval_s=eval_s, eval_subnets_dropped=dropped,
+                overhead_s=spent_s + saves * save_s,
                 cpu_threads=torch.get_num_threads() if run.device.type == "cpu" else None)
     return cfg, plan
 
@@ -823,12 +833,12 @@ def _train(space_spec: Space | str, data: str, out: Path, config: Any, epochs_sc
 
 def _same_recipe(asked: TrainConfig, stored: TrainConfig) -> bool:
     """Is `asked` what `stored` was made from? A time-budgeted run's epochs (and the evaluation
-    it moved to the end) came from its plan, so they are not compared."""
+    it moved to the end and may have made smaller) came from its plan, so they are not compared."""
     if stored.time_budget_s is None:
         return asked.for_planned_epochs() == stored
     a, b = asked.with_epochs(stored.planned_epochs).for_planned_epochs().model_dump(), stored.model_dump()
     for d in (a, b):
-        d.pop("time_budget_s"), d.pop("eval_at")
+        d.pop("time_budget_s"), d.pop("eval_at"), d.pop("eval_subnets")
         for p in d["phases"]:
             p.pop("epochs"), p.pop("warmup_epochs")
     return a == b

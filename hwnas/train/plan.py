@@ -40,6 +40,12 @@ def format_duration(seconds: float) -> str:
     return f"{h}h{m:02d}m{sec:02d}s" if h else f"{m}m{sec:02d}s"
 
 
+EVAL_SHARE = 0.10
+"""Under a time budget the final evaluation keeps to this share of it: the fixed random subnets (the
+smallest and the largest are always evaluated, `val_acc_min` / `val_acc_max`) are left out, last first,
+until it fits. A 3-minute cifar10-small run spent a sixth of its budget evaluating 5 subnets."""
+
+
 class PhaseCost(BaseModel):
     """Measured seconds per training iteration of one phase (phases of one kind share a measurement)."""
 
@@ -58,6 +64,8 @@ class Plan(BaseModel):
     costs: list[PhaseCost]
     train_s: float = Field(description="expected seconds of training steps")
     eval_s: float = Field(description="expected seconds of evaluation")
+    eval_subnets_dropped: int = Field(default=0, ge=0, description="fixed random subnets left out of the evaluation so it "
+                                      "stays within EVAL_SHARE of the time budget")
     overhead_s: float = Field(description="seconds already spent (data, probe) plus checkpoints")
     cpu_threads: int | None = Field(default=None, description="intra-op threads the costs were measured with (CPU)")
 
@@ -79,7 +87,9 @@ class Plan(BaseModel):
             if e > 0:
                 secs = e * self.iters_per_epoch * cost[name]
                 out.append(f"  phase {name:<9} {e:7.2f} epochs  {cost[name]:.3f} s/iteration  ~{format_duration(secs)}")
-        out.append(f"  evaluation ~{format_duration(self.eval_s)}; setup and checkpoints ~{format_duration(self.overhead_s)}")
+        dropped = (f" (without {self.eval_subnets_dropped} of the random subnets, to keep it within "
+                   f"{EVAL_SHARE:.0%} of the budget)" if self.eval_subnets_dropped else "")
+        out.append(f"  evaluation ~{format_duration(self.eval_s)}{dropped}; setup and checkpoints ~{format_duration(self.overhead_s)}")
         end = now + timedelta(seconds=self.total_s - self.overhead_s)
         out.append(f"  expected to take {format_duration(self.total_s)}, ending about {end:%Y-%m-%d %H:%M} UTC")
         return out
@@ -144,3 +154,17 @@ def estimate_eval_seconds(cfg: TrainConfig, per_subnet: Sequence[SubnetEvalCost]
     n_evals = 1 if cfg.eval_at == "end" else sum(1 for p in cfg.phases if p.epochs > 0)
     per_eval = sum(c.calib_s * calib_images + c.val_s * val_images for c in per_subnet)
     return n_evals * per_eval
+
+
+def eval_subnets_within(per_subnet: Sequence[SubnetEvalCost], calib_images: int, val_images: int, cap_s: float) -> int:
+    """How many of the fixed random subnets (`per_subnet[2:]`, after the smallest and the largest) one
+    evaluation can include and stay within `cap_s`, taken in order. The first two always count, so the
+    answer is 0 when they alone exceed the cap."""
+    total = sum(c.calib_s * calib_images + c.val_s * val_images for c in per_subnet[:2])
+    kept = 0
+    for c in per_subnet[2:]:
+        total += c.calib_s * calib_images + c.val_s * val_images
+        if total > cap_s:
+            break
+        kept += 1
+    return kept
