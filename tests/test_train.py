@@ -634,17 +634,18 @@ def test_short_runs_train_without_label_smoothing_and_per_subnet_views():
     assert d.regularize_from_epochs == SHORT_RUN_EPOCHS == 14.0
     assert d.for_planned_epochs() == d  # the preset's 100 epochs
     short = d.with_epochs({"sandwich": 11.0}).for_planned_epochs()
-    assert short.label_smoothing == 0 and not short.augment_per_subnet
+    assert short.label_smoothing == 0 and not short.augment_per_subnet and short.cutout == 0
     assert short.for_planned_epochs() == short
     at = d.with_epochs({"sandwich": 14.0}).for_planned_epochs()
-    assert at.label_smoothing == 0.1 and at.augment_per_subnet
-    assert short.model_copy(update={"label_smoothing": 0.1, "augment_per_subnet": True}) == d.with_epochs({"sandwich": 11.0})
+    assert at.label_smoothing == 0.1 and at.augment_per_subnet and at.cutout == 0.25
+    assert short.model_copy(update={"label_smoothing": 0.1, "augment_per_subnet": True, "cutout": 0.25}) == \
+        d.with_epochs({"sandwich": 11.0})
     # other presets and digits: no threshold, so any length keeps what is configured
     for cfg in (default_config(cifar, "cifar10-small", "progressive"), default_config(load_space("mbv3-tiny"), "digits")):
         assert cfg.regularize_from_epochs is None
         assert cfg.scaled(0.01).for_planned_epochs().label_smoothing == cfg.label_smoothing
     # what a user sets explicitly holds for every length of run; the threshold alone can be changed too
-    for over in ({"label_smoothing": 0.1}, {"augment_per_subnet": True}):
+    for over in ({"label_smoothing": 0.1}, {"augment_per_subnet": True}, {"cutout": 0.25}):
         mine = resolve_config(cifar, "cifar10-small", over)
         assert mine.regularize_from_epochs is None
         assert mine.with_epochs({"sandwich": 5.0}).for_planned_epochs() == mine.with_epochs({"sandwich": 5.0})
@@ -872,7 +873,8 @@ def test_step_inputs_share_one_draw_by_default_and_draw_per_subnet_when_asked():
         return step_inputs(ds.train_x, 12, ds, c, 3, torch.Generator().manual_seed(5), dev)
 
     shared = draw(cfg.model_copy(update={"augment_per_subnet": False}))
-    plain = augment_batch(ds.train_x, 12, ds.mean, ds.std, train=True, generator=torch.Generator().manual_seed(5), flip=cfg.flip)
+    plain = augment_batch(ds.train_x, 12, ds.mean, ds.std, train=True, generator=torch.Generator().manual_seed(5), flip=cfg.flip,
+                          cutout=cfg.cutout)
     assert len(shared) == 3 and all(x is shared[0] for x in shared) and torch.equal(shared[0], plain)
     per = draw(cfg.model_copy(update={"augment_per_subnet": True}))
     assert len(per) == 3 and torch.equal(per[0], plain)

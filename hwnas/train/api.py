@@ -883,10 +883,11 @@ def _plan_run(run: _Run, budget_s: float | None, t_start: float, *, save_s: floa
         if budget_s is None and run.cfg.time_budget_s is not None:  # a resumed budgeted run: the stored plan
             lines[0] = (f"plan: resuming a run planned for --time-budget {format_duration(run.cfg.time_budget_s)} "
                         "(its epochs are kept; the deadline of the first run is not)")
-        if (run.cfg.label_smoothing, run.cfg.augment_per_subnet) != (before.label_smoothing, before.augment_per_subnet):
+        regs = ("label_smoothing", "augment_per_subnet", "cutout")
+        if any(getattr(run.cfg, k) != getattr(before, k) for k in regs):
             lines.append(f"plan: {run.cfg.total_epochs:.1f} epochs in all, fewer than regularize_from_epochs "
-                         f"{before.regularize_from_epochs:g}: no label smoothing, one shared view per step "
-                         "(set label_smoothing or augment_per_subnet in --config to keep them)")
+                         f"{before.regularize_from_epochs:g}: no label smoothing, one shared view per step, no cutout "
+                         "(set label_smoothing, augment_per_subnet or cutout in --config to keep them)")
         for line in lines:
             print(line, file=sys.stderr, flush=True)
         if budget_s is None and run.cfg.time_budget_s is None and run.device.type == "cpu" and run.plan.total_s > LONG_RUN_S:

@@ -133,8 +133,9 @@ class TrainConfig(_Strict):
         default=False, description="each subnet of a step trains on its own random crop and flip of the batch instead of "
         "one shared draw: the shared weights see several views of an image per step, not one view several times")
     regularize_from_epochs: float | None = Field(
-        default=None, gt=0, description="label smoothing and `augment_per_subnet` apply only to runs planned for at least "
-        "this many epochs in all; shorter ones train with one shared view per step and no label smoothing (None: always "
+        default=None, gt=0, description="label smoothing, `augment_per_subnet` and `cutout` apply only to runs planned for "
+        "at least this many epochs in all; shorter ones train with one shared view per step, no label smoothing and no "
+        "cutout (None: always "
         "as configured). The epochs are the plan's, so a time budget decides; decided once, when the run is planned")
     seed: int = Field(default=0, ge=0)
     eval_subnets: int = Field(default=3, ge=0, le=100, description="fixed random subnets evaluated (besides smallest and largest)")
@@ -189,10 +190,11 @@ class TrainConfig(_Strict):
 
     def for_planned_epochs(self) -> "TrainConfig":
         """The config a run of these epochs trains with: below `regularize_from_epochs` in all, label
-        smoothing off and one shared view per step (both measured worse there, better on longer runs)."""
+        smoothing off, one shared view per step and no cutout (the first two measured worse there, better
+        on longer runs; cutout measured only on longer ones)."""
         if self.regularize_from_epochs is None or self.total_epochs >= self.regularize_from_epochs:
             return self
-        return self.model_copy(update={"label_smoothing": 0.0, "augment_per_subnet": False})
+        return self.model_copy(update={"label_smoothing": 0.0, "augment_per_subnet": False, "cutout": 0.0})
 
     def scaled(self, factor: float) -> "TrainConfig":
         """Every phase's epochs (and warm-up) multiplied by `factor`, rounded; a phase that trains keeps >= 1 epoch."""
@@ -305,6 +307,10 @@ def default_config(space: Space, data_spec: str, schedule: str | None = None) ->
         # this default is 1.04 points below the old one: runs planned for fewer than SHORT_RUN_EPOCHS train without both.
         small["augment_per_subnet"] = True
         small["label_smoothing"] = 0.1
+        # one 8x8 cutout square per subnet view (cutout 0.25): +0.28 / +0.63 points mean inherited accuracy at 18.7
+        # epochs on cifar10-small (two seeds), the gap to the alone nets -2.10 / -1.64 against -2.38 / -2.26, the
+        # ranking kept (Spearman with MACs 0.90 / 0.95); not measured on shorter runs, which train without it
+        small["cutout"] = 0.25
         small["regularize_from_epochs"] = SHORT_RUN_EPOCHS
     return TrainConfig.model_validate(small)
 
@@ -379,7 +385,7 @@ def resolve_config(space: Space, data_spec: str, config: "TrainConfig | str | Pa
         over["schedule"] = "custom"
     if "phases" in over:
         over["phases"] = _merge_phases(base["phases"], over["phases"], source)
-    if ("label_smoothing" in over or "augment_per_subnet" in over) and "regularize_from_epochs" not in over:
+    if any(k in over for k in ("label_smoothing", "augment_per_subnet", "cutout")) and "regularize_from_epochs" not in over:
         over["regularize_from_epochs"] = None  # what the user set explicitly holds for every length of run
     try:
         return TrainConfig.model_validate(_deep_merge(base, over))
