@@ -33,7 +33,7 @@ from hwnas.space.models import Space
 from hwnas.supernet import StaticNet, Supernet
 from hwnas.train.checkpoint import SupernetMeta, check_space, load_checkpoint, read_meta, save_checkpoint
 from hwnas.train.ema import WeightEMA, step_decay
-from hwnas.train.config import PhaseConfig, TrainConfig, resolve_config
+from hwnas.train.config import SHORT_RUN_OFF, PhaseConfig, TrainConfig, resolve_config
 from hwnas.train.distributed import CpuThreads, DistContext, cpu_threads, init_distributed, memory_format_for, resolve_device
 from hwnas.train.evaluate import evaluate_subnet, evaluation_costs
 from hwnas.train.gradscale import UsageCounter
@@ -618,17 +618,14 @@ def make_plan(run: _Run, costs: dict[str, float], eval_costs: list[SubnetEvalCos
     """Epochs per phase that fit the budget (or the configured ones) and what the run will cost."""
     cfg = run.cfg
     calib_images = min(cfg.calib_images, run.ds.train_x.shape[0])
-    eval_cfg = cfg.model_copy(update={"eval_at": "end"}) if time_budget_s is not None else cfg
     val_images = int(run.ds.val_x.shape[0])
     kept = cfg.eval_subnets
     if time_budget_s is not None and eval_costs:
         kept = min(kept, eval_subnets_within(eval_costs, calib_images, val_images, EVAL_SHARE * time_budget_s))
     dropped = cfg.eval_subnets - kept
-    if dropped:
-        cfg = cfg.model_copy(update={"eval_subnets": kept})
-        eval_cfg = eval_cfg.model_copy(update={"eval_subnets": kept})
-    eval_costs = eval_costs[:2 + kept]
-    eval_s = estimate_eval_seconds(eval_cfg, eval_costs, calib_images, val_images)
+    cfg = cfg.model_copy(update={"eval_subnets": kept})
+    eval_cfg = cfg.model_copy(update={"eval_at": "end"}) if time_budget_s is not None else cfg
+    eval_s = estimate_eval_seconds(eval_cfg, eval_costs[:2 + kept], calib_images, val_images)
     if time_budget_s is not None:
         left = time_budget_s - spent_s - eval_s
         if left <= 0:
@@ -883,8 +880,7 @@ def _plan_run(run: _Run, budget_s: float | None, t_start: float, *, save_s: floa
         if budget_s is None and run.cfg.time_budget_s is not None:  # a resumed budgeted run: the stored plan
             lines[0] = (f"plan: resuming a run planned for --time-budget {format_duration(run.cfg.time_budget_s)} "
                         "(its epochs are kept; the deadline of the first run is not)")
-        regs = ("label_smoothing", "augment_per_subnet", "cutout")
-        if any(getattr(run.cfg, k) != getattr(before, k) for k in regs):
+        if any(getattr(run.cfg, k) != getattr(before, k) for k in SHORT_RUN_OFF):
             lines.append(f"plan: {run.cfg.total_epochs:.1f} epochs in all, fewer than regularize_from_epochs "
                          f"{before.regularize_from_epochs:g}: no label smoothing, one shared view per step, no cutout "
                          "(set label_smoothing, augment_per_subnet or cutout in --config to keep them)")

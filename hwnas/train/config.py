@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -98,6 +100,10 @@ class PhaseConfig(_Strict):
         """What decides the cost of one step (phases of one kind cost the same per iteration)."""
         return (tuple(sorted(self.elastic.items())), self.sampler, self.subnets_per_step, self.teacher,
                 tuple(sorted((k, tuple(v)) for k, v in self.depth_weights.items())))
+
+
+SHORT_RUN_OFF: Mapping[str, Any] = MappingProxyType({"label_smoothing": 0.0, "augment_per_subnet": False, "cutout": 0.0})
+"""The regularisers a run planned for fewer than `regularize_from_epochs` trains without, and their off values."""
 
 
 class TrainConfig(_Strict):
@@ -194,7 +200,7 @@ class TrainConfig(_Strict):
         on longer runs; cutout measured only on longer ones)."""
         if self.regularize_from_epochs is None or self.total_epochs >= self.regularize_from_epochs:
             return self
-        return self.model_copy(update={"label_smoothing": 0.0, "augment_per_subnet": False, "cutout": 0.0})
+        return self.model_copy(update=dict(SHORT_RUN_OFF))
 
     def scaled(self, factor: float) -> "TrainConfig":
         """Every phase's epochs (and warm-up) multiplied by `factor`, rounded; a phase that trains keeps >= 1 epoch."""
@@ -385,7 +391,7 @@ def resolve_config(space: Space, data_spec: str, config: "TrainConfig | str | Pa
         over["schedule"] = "custom"
     if "phases" in over:
         over["phases"] = _merge_phases(base["phases"], over["phases"], source)
-    if any(k in over for k in ("label_smoothing", "augment_per_subnet", "cutout")) and "regularize_from_epochs" not in over:
+    if any(k in over for k in SHORT_RUN_OFF) and "regularize_from_epochs" not in over:
         over["regularize_from_epochs"] = None  # what the user set explicitly holds for every length of run
     try:
         return TrainConfig.model_validate(_deep_merge(base, over))

@@ -144,6 +144,10 @@ class SubnetEvalCost(NamedTuple):
     calib_s: float
     val_s: float
 
+    def seconds(self, calib_images: int, val_images: int) -> float:
+        """One evaluation of this subnet: recalibration over `calib_images`, accuracy over `val_images`."""
+        return self.calib_s * calib_images + self.val_s * val_images
+
 
 def estimate_eval_seconds(cfg: TrainConfig, per_subnet: Sequence[SubnetEvalCost], calib_images: int,
                           val_images: int) -> float:
@@ -152,7 +156,7 @@ def estimate_eval_seconds(cfg: TrainConfig, per_subnet: Sequence[SubnetEvalCost]
     largest subnet: that model (x 0.6 per further subnet) gave half the real cost on cifar10-small
     (recalibration in training mode costs more than a forward in eval mode; small subnets less)."""
     n_evals = 1 if cfg.eval_at == "end" else sum(1 for p in cfg.phases if p.epochs > 0)
-    per_eval = sum(c.calib_s * calib_images + c.val_s * val_images for c in per_subnet)
+    per_eval = sum(c.seconds(calib_images, val_images) for c in per_subnet)
     return n_evals * per_eval
 
 
@@ -160,10 +164,10 @@ def eval_subnets_within(per_subnet: Sequence[SubnetEvalCost], calib_images: int,
     """How many of the fixed random subnets (`per_subnet[2:]`, after the smallest and the largest) one
     evaluation can include and stay within `cap_s`, taken in order. The first two always count, so the
     answer is 0 when they alone exceed the cap."""
-    total = sum(c.calib_s * calib_images + c.val_s * val_images for c in per_subnet[:2])
+    total = sum(c.seconds(calib_images, val_images) for c in per_subnet[:2])
     kept = 0
     for c in per_subnet[2:]:
-        total += c.calib_s * calib_images + c.val_s * val_images
+        total += c.seconds(calib_images, val_images)
         if total > cap_s:
             break
         kept += 1
