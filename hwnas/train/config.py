@@ -141,8 +141,8 @@ class TrainConfig(_Strict):
     regularize_from_epochs: float | None = Field(
         default=None, gt=0, description="label smoothing, `augment_per_subnet` and `cutout` apply only to runs planned for "
         "at least this many epochs in all; shorter ones train with one shared view per step, no label smoothing and no "
-        "cutout (None: always "
-        "as configured). The epochs are the plan's, so a time budget decides; decided once, when the run is planned")
+        "cutout (None: always as configured). The epochs are the plan's, so a time budget decides; decided once, when "
+        "the run is planned")
     seed: int = Field(default=0, ge=0)
     eval_subnets: int = Field(default=3, ge=0, le=100, description="fixed random subnets evaluated (besides smallest and largest)")
     eval_at: Literal["phase_end", "end"] = Field(default="phase_end", description="evaluate after every phase or only at the end")
