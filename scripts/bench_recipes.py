@@ -20,6 +20,11 @@ runs cost little).
     flock /tmp/hwnas-heavy.lock python scripts/bench_recipes.py --work /work/bench/rec --epochs 4 --jobs 2 \\
         --variant sandwich '{}' --variant kd0 '{kd_weight: 0}'
     python scripts/bench_recipes.py --work /tmp/rec --epochs 15 --device cuda --jobs 18 --preset all   # a GPU
+
+Another draw of the alone column (seeds 100 + i), then every finished variant re-scored against the mean of it
+and a column measured before (`--alone-acc`, one accuracy per subnet), nothing retrained:
+
+    python scripts/bench_recipes.py --work /work/bench/rec --epochs 4 --alone-seed 1 --existing --alone-acc 0.61 ...
 """
 
 from __future__ import annotations
@@ -156,8 +161,9 @@ def main() -> int:
     ap.add_argument("--alone-subset", type=int, nargs="+", default=None, metavar="I",
                     help="train only these subnets alone (indices; the others' columns stay empty)")
     ap.add_argument("--alone-acc", type=float, nargs="+", default=None, metavar="ACC",
-                    help="with --no-alone: the alone accuracies of the subnets, measured before at these epochs "
-                         "(e.g. BENCHMARKS.md), for the diff and tau columns")
+                    help="the alone accuracies of the subnets, measured before at these epochs (e.g. BENCHMARKS.md, "
+                         "another script's draw): with --no-alone the alone column; with draws trained here, one "
+                         "more draw of it (the column is the mean of all)")
     ap.add_argument("--alone-seed", type=int, nargs="+", default=[0], metavar="S",
                     help="draws of the alone column: in draw S subnet i trains alone with seed --seed + 100*S + i "
                          "(files alone[-zi]-seedS-i.json; draw 0 is alone[-zi]-i.json); with several draws the "
@@ -170,6 +176,9 @@ def main() -> int:
                     help="a name and the training-config fields to change (YAML), e.g. kd0 '{kd_weight: 0}'")
     ap.add_argument("--preset", nargs="*", default=[], metavar="NAME",
                     help=f"named variants: {', '.join(PRESET_VARIANTS)} (or 'all')")
+    ap.add_argument("--existing", action="store_true",
+                    help="also print every variant already finished in WORK/recipes (nothing of them is retrained): "
+                         "re-scores them all against this run's alone column")
     a = ap.parse_args()
     work = Path(a.work).resolve()
     data = a.data
@@ -183,8 +192,12 @@ def main() -> int:
     if unknown:
         raise SystemExit(f"--preset: unknown {unknown}; known: {', '.join(PRESET_VARIANTS)}")
     variants = [(n, PRESET_VARIANTS[n]) for n in names] + [tuple(v) for v in a.variant]
+    if a.existing:
+        given = {n for n, _ in variants}
+        variants += [(d.name, "{}") for d in sorted((Path(a.work) / "recipes").glob("*"))
+                     if d.name not in given and (d / "result.json").exists()]
     if not variants:
-        raise SystemExit("give --variant NAME YAML or --preset NAME ...")
+        raise SystemExit("give --variant NAME YAML, --preset NAME ... or --existing")
     space, subs = setup(work, data, a.epochs, a.subnets, a.seed)
     t0 = time.time()
     tag = "alone-zi" if _zero_init(a.alone_zero_init) else "alone"
@@ -222,19 +235,21 @@ def main() -> int:
     draws: dict[int, list[dict[str, Any]]] = {}  # subnet index -> its alone results, one per draw
     for j in alone_jobs:
         draws.setdefault(j.kwargs["index"], []).append(alone[j.out])
-    by_index = ({i: float(np.mean([r["val_acc"] for r in rs])) for i, rs in draws.items()}
-                or dict(enumerate(a.alone_acc or [])))
+    for i, acc in enumerate(a.alone_acc or []):  # a draw measured before counts as one more
+        draws.setdefault(i, []).append({"val_acc": acc})
+    by_index = {i: float(np.mean([r["val_acc"] for r in rs])) for i, rs in draws.items()}
     idx = sorted(by_index)
     alone_acc = [by_index[i] for i in idx]
     print(f"\n# bench_recipes: {a.epochs:g} epochs each, {len(subs)} subnets, device {a.device}, data {data}, "
           f"{time.time() - t0:.0f} s, load {os.getloadavg()[0]:.1f}\n")
-    n_draws = len(dict.fromkeys(a.alone_seed)) if alone_jobs else 1
-    print(f"| subnet | MACs (M) | alone acc{f' (mean of {n_draws} draws)' if n_draws > 1 else ''} | alone img/s |")
-    print("| ---: | ---: | ---: | ---: |")
+    n_draws = (len(dict.fromkeys(a.alone_seed)) if alone_jobs else 0) + (1 if a.alone_acc else 0)
+    print(f"| subnet | MACs (M) | alone acc{f' (mean of {n_draws} draws)' if n_draws > 1 else ''} | each draw | alone img/s |")
+    print("| ---: | ---: | ---: | ---: | ---: |")
     for i, s in enumerate(subs):
-        r = draws.get(i, [{}])[0]
+        rs = draws.get(i, [{}])
         acc = by_index.get(i, float("nan"))
-        print(f"| {i} | {macs_of(space, s) / 1e6:.1f} | {acc:.4f} | {r.get('images_per_s') or 0:.0f} |")
+        each = " / ".join(f"{r['val_acc']:.4f}" for r in rs if "val_acc" in r)
+        print(f"| {i} | {macs_of(space, s) / 1e6:.1f} | {acc:.4f} | {each} | {rs[0].get('images_per_s') or 0:.0f} |")
     if alone_acc:
         print(f"\nalone: mean {np.mean(alone_acc):.4f}\n")
     print("| variant | config | mean inherited | inherited - alone | Kendall tau | Spearman (acc, MACs) | smallest / largest inherited | img/s | wall s |")
@@ -252,6 +267,15 @@ def main() -> int:
             tau = float(kendalltau(inh, alone_acc).statistic)
         print(f"| {r['name']} | `{json.dumps(r['config'])}` | {r['mean_inherited']:.4f} | {diff:+.4f} | {tau:+.2f} | "
               f"{r['spearman']:+.2f} | {ends} | {r['images_per_s'] or 0:.0f} | {r['wall_s']:.0f} |")
+    if alone_acc:  # where each variant loses: the per-subnet gaps
+        print("\ninherited - alone per subnet (points)\n")
+        print("| variant | " + " | ".join(str(i) for i in idx) + " |")
+        print("| --- |" + " ---: |" * len(idx))
+        for j in vjobs:
+            r = results.get(j.out, {})
+            if r and "error" not in r:
+                gaps = [100 * (r["rows"][i]["inherited"] - by_index[i]) for i in idx]
+                print(f"| {r['name']} | " + " | ".join(f"{g:+.2f}" for g in gaps) + " |")
     return 0
 
 
