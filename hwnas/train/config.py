@@ -314,9 +314,10 @@ def default_config(space: Space, data_spec: str, schedule: str | None = None) ->
         small["augment_per_subnet"] = True
         small["label_smoothing"] = 0.1
         # one 8x8 cutout square per subnet view (cutout 0.25): +0.28 / +0.63 points mean inherited accuracy at 18.7
-        # epochs on cifar10-small (two seeds), the gap to the alone nets -2.10 / -1.64 against -2.38 / -2.26, the
-        # ranking kept (Spearman with MACs 0.90 / 0.95); cutout 0.375 was 0.50 points worse, and kd_weight 0.75 with
-        # cutout +0.09 (within the seed spread, τ lower); not measured on shorter runs, which train without it
+        # epochs on cifar10-small (two seeds), the gap to the alone nets -2.10 / -1.64 against -2.38 / -2.26 (-2.21 /
+        # -1.74 against two alone draws), the ranking kept (Spearman with MACs 0.90 / 0.95); cutout 0.375 was 0.50
+        # points worse, and kd_weight 0.75 with cutout +0.09 (within the seed spread, τ lower); not measured on
+        # shorter runs, which train without it
         small["cutout"] = 0.25
         small["regularize_from_epochs"] = SHORT_RUN_EPOCHS
     return TrainConfig.model_validate(small)
