@@ -194,7 +194,7 @@ def main() -> int:
     variants = [(n, PRESET_VARIANTS[n]) for n in names] + [tuple(v) for v in a.variant]
     if a.existing:
         given = {n for n, _ in variants}
-        variants += [(d.name, "{}") for d in sorted((Path(a.work) / "recipes").glob("*"))
+        variants += [(d.name, "{}") for d in sorted((work / "recipes").glob("*"))
                      if d.name not in given and (d / "result.json").exists()]
     if not variants:
         raise SystemExit("give --variant NAME YAML, --preset NAME ... or --existing")
@@ -242,7 +242,7 @@ def main() -> int:
     alone_acc = [by_index[i] for i in idx]
     print(f"\n# bench_recipes: {a.epochs:g} epochs each, {len(subs)} subnets, device {a.device}, data {data}, "
           f"{time.time() - t0:.0f} s, load {os.getloadavg()[0]:.1f}\n")
-    n_draws = (len(dict.fromkeys(a.alone_seed)) if alone_jobs else 0) + (1 if a.alone_acc else 0)
+    n_draws = max((len(rs) for rs in draws.values()), default=0)
     print(f"| subnet | MACs (M) | alone acc{f' (mean of {n_draws} draws)' if n_draws > 1 else ''} | each draw | alone img/s |")
     print("| ---: | ---: | ---: | ---: | ---: |")
     for i, s in enumerate(subs):
