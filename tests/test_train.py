@@ -763,6 +763,64 @@ def test_usage_scaling_averages_each_weight_over_the_subnets_that_used_it():
     assert only_largest > 0 and shared > 0  # both kinds of weight exist in this step
 
 
+def test_regularize_largest_smooths_the_labels_of_the_largest_only():
+    """regularize 'largest' (BigNAS): the step's loss is the largest's label-smoothed loss plus the others' plain
+    ones; 'all' smooths every subnet's."""
+    from hwnas.train.api import step_loss
+
+    cfg, phase, subs, x, y, net = _micro_step(kd_weight=0.0, label_smoothing=0.2)
+    assert phase.sampler == "sandwich" and len(subs) == 3
+    with torch.no_grad():  # away from the initial uniform prediction, where smoothing changes nothing
+        for p in net.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+
+    def loss(c: TrainConfig, ss: list) -> float:
+        net.zero_grad(set_to_none=True)
+        return float(step_loss(net, net, x, y, ss, phase, c, None))
+
+    plain = cfg.model_copy(update={"label_smoothing": 0.0})
+    smoothed = [loss(cfg, [s]) for s in subs]
+    bare = [loss(plain, [s]) for s in subs]
+    assert all(abs(a - b) > 1e-4 for a, b in zip(smoothed, bare))  # smoothing changes each subnet's loss
+    largest_only = loss(cfg.model_copy(update={"regularize": "largest"}), subs)
+    assert largest_only == pytest.approx((smoothed[0] + bare[1] + bare[2]) / 3, rel=1e-5)
+    assert loss(cfg, subs) == pytest.approx(sum(smoothed) / 3, rel=1e-5)
+
+
+def test_regularized_subnets_follow_the_sampler():
+    from hwnas.train.api import regularized
+
+    cfg, phase, *_ = _micro_step()
+    assert cfg.regularize == "all" and regularized(cfg, phase, 3) == [True, True, True]
+    largest = cfg.model_copy(update={"regularize": "largest"})
+    assert regularized(largest, phase, 3) == [True, False, False]
+    assert regularized(largest, phase.model_copy(update={"sampler": "largest_random"}), 2) == [True, False]
+    assert regularized(largest, phase.model_copy(update={"sampler": "random"}), 2) == [False, False]
+    with pytest.raises(Exception, match="regularize"):
+        TrainConfig.model_validate(dict(cfg.model_dump(), regularize="middle"))
+
+
+@pytest.mark.parametrize("per_subnet", [False, True])
+def test_cutout_goes_to_the_regularized_subnets_views_only(per_subnet: bool):
+    """With one shared view, the largest's copy has the hole and the others keep the view whole; with a view per
+    subnet, only the regularized ones have a hole. Outside the hole the largest's copy is the shared view."""
+    from hwnas.data import load_dataset
+    from hwnas.train.api import step_inputs
+
+    ds = load_dataset("digits")
+    cfg, *_ = _micro_step(cutout=0.5, augment_per_subnet=per_subnet, regularize="largest")
+    xb = ds.train_x[:16]
+    xs = step_inputs(xb, 16, ds, cfg, 3, torch.Generator().manual_seed(0), torch.device("cpu"), [True, False, False])
+    holes = [int((x == 0).all(dim=1).sum()) for x in xs]  # pixels zero in every channel: the square (64 per image)
+    assert holes[0] >= 16 * 16 and holes[1] < 16 * 4 and holes[2] < 16 * 4
+    if not per_subnet:
+        assert torch.equal(xs[1], xs[2])
+        outside = (xs[0] != 0).any(dim=1, keepdim=True).expand_as(xs[0])
+        assert torch.equal(xs[0][outside], xs[1][outside])
+    else:
+        assert not torch.equal(xs[1], xs[2])
+
+
 def test_grad_scaling_is_validated_and_defaults_to_sum():
     cfg = default_config(load_space("mbv3-cifar"), "cifar10-small")
     assert cfg.grad_scaling == "sum"

@@ -91,6 +91,17 @@ def augment_batch(
         return _cutout(x, cutout, generator, gen_device) if train and cutout > 0 else x
 
 
+def cutout_batch(x: torch.Tensor, fraction: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """`augment_batch`'s cutout on a batch it returned (normalised float, in place): one square of side
+    `fraction` x size per image at a random centre set to 0 (the data's mean), so a view can be shared
+    with and without it."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"cutout fraction must be in (0, 1), got {fraction}")
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    with _no_autocast(x.device):
+        return _cutout(x, fraction, generator, gen_device)
+
+
 def _cutout(x: torch.Tensor, fraction: float, generator: torch.Generator | None, gen_device: torch.device) -> torch.Tensor:
     """Zero (the mean, after normalisation) one square of side `fraction` x size per image, at a random centre."""
     b, _, h, w = x.shape

@@ -26,7 +26,7 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from hwnas.data import BatchIterator, Dataset, augment_batch, calibration_subset, load_dataset
+from hwnas.data import BatchIterator, Dataset, augment_batch, calibration_subset, cutout_batch, load_dataset
 from hwnas.errors import TrainingDiverged, UserError
 from hwnas.space import build_plan, load_space, with_classes
 from hwnas.space.models import Space
@@ -263,16 +263,38 @@ def _evaluate(run: _Run, calib: torch.Tensor) -> dict[str, Any]:
     return {"acc": accs, "subnets": subnets}
 
 
+def regularized(cfg: TrainConfig, phase: PhaseConfig, n_subnets: int) -> list[bool]:
+    """Which subnets of a step get label smoothing and cutout (`cfg.regularize`): all, or only the
+    largest, which the sandwich and largest_random samplers put first."""
+    if cfg.regularize == "all":
+        return [True] * n_subnets
+    largest_first = phase.sampler in ("sandwich", "largest_random")
+    return [largest_first and i == 0 for i in range(n_subnets)]
+
+
 def step_inputs(xb: torch.Tensor, resolution: int, ds: Dataset, cfg: TrainConfig, n_subnets: int,
-                generator: torch.Generator, device: torch.device) -> list[torch.Tensor]:
+                generator: torch.Generator, device: torch.device, regularize: list[bool] | None = None
+                ) -> list[torch.Tensor]:
     """The augmented batch each subnet of a step trains on: one draw shared by all, or with
     `cfg.augment_per_subnet` a draw of its own for each, so the shared weights see as many views
-    of an image per step as subnets are trained (not the same view several times)."""
+    of an image per step as subnets are trained (not the same view several times). `regularize`
+    (default: all): which subnets' views get the cutout."""
     fmt = memory_format_for(device)
     draws = n_subnets if cfg.augment_per_subnet else 1
-    xs = [augment_batch(xb, resolution, ds.mean, ds.std, train=True, generator=generator, flip=cfg.flip,
-                        cutout=cfg.cutout).contiguous(memory_format=fmt) for _ in range(draws)]
-    return xs if draws > 1 else xs * n_subnets
+    reg = regularize if regularize is not None else [True] * n_subnets
+    if all(reg) or cfg.cutout <= 0:
+        xs = [augment_batch(xb, resolution, ds.mean, ds.std, train=True, generator=generator, flip=cfg.flip,
+                            cutout=cfg.cutout).contiguous(memory_format=fmt) for _ in range(draws)]
+        return xs if draws > 1 else xs * n_subnets
+    plain = [augment_batch(xb, resolution, ds.mean, ds.std, train=True, generator=generator, flip=cfg.flip)
+             for _ in range(draws)]
+    views = plain if draws > 1 else plain * n_subnets
+    out = []
+    for v, r in zip(views, reg):
+        if r:  # its own copy with the hole: the others sharing the view stay whole
+            v = cutout_batch(v.clone(), cfg.cutout, generator)
+        out.append(v.contiguous(memory_format=fmt))
+    return out
 
 
 def step_loss(
@@ -295,6 +317,7 @@ def step_loss(
     frozen = phase.teacher == "frozen" and teacher is not None and teach
     total = torch.zeros((), device=xs[0].device)
     counter = UsageCounter(model.parameters()) if cfg.grad_scaling == "usage" and len(subs) > 1 else None
+    reg = regularized(cfg, phase, len(subs))
     with counter if counter is not None else contextlib.nullcontext():
         for i, sub in enumerate(subs):
             if frozen and (soft is None or xs[i] is not xs[i - 1]):  # the teacher sees the view its student sees
@@ -302,7 +325,7 @@ def step_loss(
                     soft = teacher(xs[i]).float()
             model.set_active(sub)
             logits = forward(xs[i])
-            loss = training_loss(logits, y, soft, label_smoothing=cfg.label_smoothing,
+            loss = training_loss(logits, y, soft, label_smoothing=cfg.label_smoothing if reg[i] else 0.0,
                                  kd_weight=cfg.kd_weight, kd_temperature=cfg.kd_temperature)
             loss.backward()  # gradients of all sampled subnets are summed: one optimizer step
             total += loss.detach()
@@ -347,7 +370,7 @@ def _train_epoch(run: _Run, it: BatchIterator, ddp: nn.Module, calib: torch.Tens
         t0 = time.perf_counter()
         resolution, subs = sample_step(run.space, phase, index, cfg.seed, run.pos.epoch, run.pos.batch)
         gen = _aug_generator(cfg.seed, run.pos, run.dist.rank)
-        x = step_inputs(xb, resolution, run.ds, cfg, len(subs), gen, device)
+        x = step_inputs(xb, resolution, run.ds, cfg, len(subs), gen, device, regularized(cfg, phase, len(subs)))
         run.optimizer.zero_grad(set_to_none=True)
         done = run.pos.epoch * run.iters_per_epoch + run.pos.batch
         teach = done >= run.cfg.kd_start * phase_iters(run.cfg, index, run.iters_per_epoch)
@@ -578,7 +601,7 @@ def probe_costs(model: Supernet, cfg: TrainConfig, space: Space, ds: Dataset, de
                 resolution, subs = sample_step(space, phase, index, 0, 0, step)
                 for timed in (False, True):
                     t0 = time.perf_counter()
-                    x = step_inputs(xb, resolution, ds, cfg, len(subs), gen, device)
+                    x = step_inputs(xb, resolution, ds, cfg, len(subs), gen, device, regularized(cfg, phase, len(subs)))
                     opt.zero_grad(set_to_none=True)
                     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cuda):
                         step_loss(probe, probe, x, yb, subs, phase, cfg, teacher)

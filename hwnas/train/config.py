@@ -138,6 +138,12 @@ class TrainConfig(_Strict):
     augment_per_subnet: bool = Field(
         default=False, description="each subnet of a step trains on its own random crop and flip of the batch instead of "
         "one shared draw: the shared weights see several views of an image per step, not one view several times")
+    regularize: Literal["all", "largest"] = Field(
+        default="all", description="which subnets of a step get label smoothing and cutout: all, or only the largest "
+        "(BigNAS: the largest overfits while smaller subnets underfit). The largest is the step's first subnet under the "
+        "sandwich and largest_random samplers; a phase that samples at random has none, so none of its subnets is regularised. "
+        "Measured on cifar10-small at 18.7 epochs, 'largest' lifts the small subnets and costs the large ones, no better on "
+        "average (BENCHMARKS.md)")
     regularize_from_epochs: float | None = Field(
         default=None, gt=0, description="label smoothing, `augment_per_subnet` and `cutout` apply only to runs planned for "
         "at least this many epochs in all; shorter ones train with one shared view per step, no label smoothing and no "
