@@ -31,7 +31,7 @@ from hwnas.data import load_dataset  # noqa: E402
 from hwnas.data.loader import BatchIterator  # noqa: E402
 from hwnas.space import load_space, with_classes  # noqa: E402
 from hwnas.supernet import Supernet  # noqa: E402
-from hwnas.train.api import step_inputs  # noqa: E402
+from hwnas.train.api import regularized, step_inputs  # noqa: E402
 from hwnas.train.checkpoint import load_supernet  # noqa: E402
 from hwnas.train.config import resolve_config  # noqa: E402
 from hwnas.train.losses import training_loss  # noqa: E402
@@ -45,8 +45,9 @@ def grads(model: torch.nn.Module) -> list[torch.Tensor]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", required=True, help="a bench_recipes.py work folder (space.yaml)")
-    ap.add_argument("--supernet", help="a trained supernet checkpoint of that space")
-    ap.add_argument("--fresh", action="store_true", help="a freshly initialised supernet (zero-init residuals)")
+    which = ap.add_mutually_exclusive_group(required=True)
+    which.add_argument("--supernet", help="a trained supernet checkpoint of that space")
+    which.add_argument("--fresh", action="store_true", help="a freshly initialised supernet (zero-init residuals)")
     ap.add_argument("--batches", type=int, default=20)
     ap.add_argument("--data", default=str(DEFAULT_DATA))
     a = ap.parse_args()
@@ -69,11 +70,12 @@ def main() -> int:
         if b >= a.batches:
             break
         resolution, subs = sample_step(space, phase, 0, 1, 0, b)
-        xs = step_inputs(xb, resolution, ds, cfg, len(subs), gen, torch.device("cpu"))
+        xs = step_inputs(xb, resolution, ds, cfg, phase, len(subs), gen, torch.device("cpu"))
+        smooth = [cfg.label_smoothing if r else 0.0 for r in regularized(cfg, phase, len(subs))]  # as step_loss does
         model.zero_grad(set_to_none=True)
         model.set_active(subs[0])
         big_logits = model(xs[0])
-        training_loss(big_logits, yb, None, label_smoothing=cfg.label_smoothing, kd_weight=cfg.kd_weight,
+        training_loss(big_logits, yb, None, label_smoothing=smooth[0], kd_weight=cfg.kd_weight,
                       kd_temperature=cfg.kd_temperature).backward()
         g_big = grads(model)
         soft = big_logits.detach()
@@ -82,7 +84,7 @@ def main() -> int:
         for i in range(1, len(subs)):
             model.zero_grad(set_to_none=True)
             model.set_active(subs[i])
-            training_loss(model(xs[i]), yb, soft, label_smoothing=cfg.label_smoothing, kd_weight=cfg.kd_weight,
+            training_loss(model(xs[i]), yb, soft, label_smoothing=smooth[i], kd_weight=cfg.kd_weight,
                           kd_temperature=cfg.kd_temperature).backward()
             g = grads(model)
             per_sub.append(g)

@@ -821,7 +821,9 @@ def test_cutout_goes_to_the_regularized_subnets_views_only(per_subnet: bool):
     ds = load_dataset("digits")
     cfg, *_ = _micro_step(cutout=0.5, augment_per_subnet=per_subnet, regularize="largest")
     xb = ds.train_x[:16]
-    xs = step_inputs(xb, 16, ds, cfg, 3, torch.Generator().manual_seed(0), torch.device("cpu"), [True, False, False])
+    phase = cfg.phases[0]
+    assert phase.sampler == "sandwich"  # the largest first: its view alone is regularized
+    xs = step_inputs(xb, 16, ds, cfg, phase, 3, torch.Generator().manual_seed(0), torch.device("cpu"))
     holes = [int((x == 0).all(dim=1).sum()) for x in xs]  # pixels zero in every channel: the square (64 per image)
     assert holes[0] >= 16 * 16 and holes[1] < 16 * 4 and holes[2] < 16 * 4
     if not per_subnet:
@@ -935,11 +937,11 @@ def test_step_inputs_share_one_draw_by_default_and_draw_per_subnet_when_asked():
     from hwnas.train.api import step_inputs
 
     ds = tiny_dataset(n_train=16)
-    cfg = default_config(micro_space(), "x")
+    cfg = default_config(micro_space(), "x").model_copy(update={"regularize": "all"})  # every view as augment_batch draws it
     dev = torch.device("cpu")
 
     def draw(c: TrainConfig) -> list[torch.Tensor]:
-        return step_inputs(ds.train_x, 12, ds, c, 3, torch.Generator().manual_seed(5), dev)
+        return step_inputs(ds.train_x, 12, ds, c, c.phases[0], 3, torch.Generator().manual_seed(5), dev)
 
     shared = draw(cfg.model_copy(update={"augment_per_subnet": False}))
     plain = augment_batch(ds.train_x, 12, ds.mean, ds.std, train=True, generator=torch.Generator().manual_seed(5), flip=cfg.flip,
@@ -973,7 +975,7 @@ def test_cutout_in_the_training_config_blanks_a_square_of_each_training_image():
 
     ds = tiny_dataset(n_train=16)
     cfg = default_config(micro_space(), "x").model_copy(update={"cutout": 0.5, "flip": False})
-    x = step_inputs(ds.train_x, 8, ds, cfg, 1, torch.Generator().manual_seed(0), torch.device("cpu"))[0]
+    x = step_inputs(ds.train_x, 8, ds, cfg, cfg.phases[0], 1, torch.Generator().manual_seed(0), torch.device("cpu"))[0]
     zero_pixels = (x == 0).all(dim=1).flatten(1).sum(1)  # the hole holds the mean: 0 in every channel
     assert bool((zero_pixels >= 4).all())  # a 4x4 square, at least a quarter of it inside the 8x8 image
     with pytest.raises(Exception, match="cutout"):

@@ -272,16 +272,15 @@ def regularized(cfg: TrainConfig, phase: PhaseConfig, n_subnets: int) -> list[bo
     return [largest_first and i == 0 for i in range(n_subnets)]
 
 
-def step_inputs(xb: torch.Tensor, resolution: int, ds: Dataset, cfg: TrainConfig, n_subnets: int,
-                generator: torch.Generator, device: torch.device, regularize: list[bool] | None = None
-                ) -> list[torch.Tensor]:
+def step_inputs(xb: torch.Tensor, resolution: int, ds: Dataset, cfg: TrainConfig, phase: PhaseConfig, n_subnets: int,
+                generator: torch.Generator, device: torch.device) -> list[torch.Tensor]:
     """The augmented batch each subnet of a step trains on: one draw shared by all, or with
     `cfg.augment_per_subnet` a draw of its own for each, so the shared weights see as many views
-    of an image per step as subnets are trained (not the same view several times). `regularize`
-    (default: all): which subnets' views get the cutout."""
+    of an image per step as subnets are trained (not the same view several times). The cutout goes
+    to the views of the subnets `regularized` names."""
     fmt = memory_format_for(device)
     draws = n_subnets if cfg.augment_per_subnet else 1
-    reg = regularize if regularize is not None else [True] * n_subnets
+    reg = regularized(cfg, phase, n_subnets)
     if all(reg) or cfg.cutout <= 0:
         xs = [augment_batch(xb, resolution, ds.mean, ds.std, train=True, generator=generator, flip=cfg.flip,
                             cutout=cfg.cutout).contiguous(memory_format=fmt) for _ in range(draws)]
@@ -370,7 +369,7 @@ def _train_epoch(run: _Run, it: BatchIterator, ddp: nn.Module, calib: torch.Tens
         t0 = time.perf_counter()
         resolution, subs = sample_step(run.space, phase, index, cfg.seed, run.pos.epoch, run.pos.batch)
         gen = _aug_generator(cfg.seed, run.pos, run.dist.rank)
-        x = step_inputs(xb, resolution, run.ds, cfg, len(subs), gen, device, regularized(cfg, phase, len(subs)))
+        x = step_inputs(xb, resolution, run.ds, cfg, phase, len(subs), gen, device)
         run.optimizer.zero_grad(set_to_none=True)
         done = run.pos.epoch * run.iters_per_epoch + run.pos.batch
         teach = done >= run.cfg.kd_start * phase_iters(run.cfg, index, run.iters_per_epoch)
@@ -601,7 +600,7 @@ def probe_costs(model: Supernet, cfg: TrainConfig, space: Space, ds: Dataset, de
                 resolution, subs = sample_step(space, phase, index, 0, 0, step)
                 for timed in (False, True):
                     t0 = time.perf_counter()
-                    x = step_inputs(xb, resolution, ds, cfg, len(subs), gen, device, regularized(cfg, phase, len(subs)))
+                    x = step_inputs(xb, resolution, ds, cfg, phase, len(subs), gen, device)
                     opt.zero_grad(set_to_none=True)
                     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cuda):
                         step_loss(probe, probe, x, yb, subs, phase, cfg, teacher)
