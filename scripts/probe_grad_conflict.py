@@ -9,7 +9,8 @@ runs `--batches` sandwich steps of the given config's first phase without updati
 prints per step the cosine between the largest's gradient and the sum of the others', over all
 weights and per weight tensor (share of gradient norm in tensors where they conflict).
 
-    python scripts/probe_grad_conflict.py --work /work/bench/r19 --supernet /work/bench/r19/recipes/kd-half-cut25/sn.pt
+    python scripts/probe_grad_conflict.py --work /work/bench/r19 --supernet /work/bench/r19/recipes/kd-half-cut25/sn.pt \\
+        --config '{regularize: all}'
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -49,12 +51,14 @@ def main() -> int:
     which.add_argument("--supernet", help="a trained supernet checkpoint of that space")
     which.add_argument("--fresh", action="store_true", help="a freshly initialised supernet (zero-init residuals)")
     ap.add_argument("--batches", type=int, default=20)
+    ap.add_argument("--config", default="{}", help="training-config fields changed from the default (YAML, e.g. "
+                    "'{regularize: all}': the setting of the recorded run in BENCHMARKS.md)")
     ap.add_argument("--data", default=str(DEFAULT_DATA))
     a = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     ds = load_dataset(a.data)
     space = with_classes(load_space(str(Path(a.work) / "space.yaml")), ds.num_classes)
-    cfg = resolve_config(space, a.data, None)
+    cfg = resolve_config(space, a.data, yaml.safe_load(a.config) or {})
     if a.fresh:
         torch.manual_seed(0)
         model = Supernet(space)
