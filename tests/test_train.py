@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from pydantic import ValidationError
 from torch import nn
 
 from hwnas.data import Dataset
@@ -21,7 +22,7 @@ from hwnas.train.checkpoint import SupernetMeta, load_checkpoint, load_supernet,
 from hwnas.train.config import PHASES, TrainConfig, default_config, progressive_phases, resolve_config
 from hwnas.train.ema import WeightEMA, step_decay
 from hwnas.train.evaluate import accuracy, evaluate_subnet
-from hwnas.train.losses import kd_loss, soft_target_ce, training_loss
+from hwnas.train.losses import adaptive_alpha_loss, alpha_divergence, distillation_loss, kd_loss, soft_target_ce, training_loss
 from hwnas.train.phases import eval_subnets, phase_space, sample_step
 from hwnas.train.schedule import CosineSchedule, make_optimizer
 
@@ -259,6 +260,78 @@ def test_kd_loss_is_soft_cross_entropy_minimised_at_the_teacher():
     assert torch.allclose(training_loss(s, y, None, label_smoothing=0.1, kd_weight=1.0, kd_temperature=1.0), hard)
     both = training_loss(s, y, t, label_smoothing=0.1, kd_weight=0.5, kd_temperature=1.0)
     assert torch.allclose(both, hard + 0.5 * kd_loss(s, t, 1.0))
+
+
+def _exact_alpha_div(s: torch.Tensor, t: torch.Tensor, alpha: float) -> torch.Tensor:
+    """D_alpha(p || q) straight from its definition, differentiable in the student (no clipping)."""
+    p, q = F.softmax(t, 1), F.softmax(s, 1)
+    return (q * ((p / q) ** alpha - 1)).sum(1) / (alpha * (alpha - 1))
+
+
+@pytest.mark.parametrize("alpha", [-1.0, 0.5, 2.0])
+def test_alpha_divergence_value_and_gradient_match_the_definition(alpha):
+    torch.manual_seed(2)
+    t = torch.randn(5, 4)
+    s = torch.randn(5, 4, requires_grad=True)
+    value, surrogate = alpha_divergence(s, t, alpha, clip=1e9)
+    exact = _exact_alpha_div(s, t, alpha)
+    assert torch.allclose(value, exact.detach(), atol=1e-6) and (value >= -1e-7).all()
+    (g_sur,) = torch.autograd.grad(surrogate.sum(), s)
+    (g_exact,) = torch.autograd.grad(exact.sum(), s)
+    assert torch.allclose(g_sur, g_exact, atol=1e-5)
+    # alpha = 1 is KL(teacher || student): the soft-target CE's gradient
+    v1, s1 = alpha_divergence(s, t, 1.0)
+    (g1,) = torch.autograd.grad(s1.mean(), s)
+    (g_kd,) = torch.autograd.grad(kd_loss(s, t, 1.0), s)
+    assert torch.allclose(g1, g_kd, atol=1e-6)
+    p = F.softmax(t, 1)
+    assert torch.allclose(v1, (p * (p.log() - F.log_softmax(s, 1))).sum(1), atol=1e-6)
+
+
+def test_adaptive_alpha_loss_takes_the_larger_divergence_per_sample_and_clips():
+    torch.manual_seed(3)
+    t = torch.randn(8, 6) * 3
+    s = torch.randn(8, 6, requires_grad=True)
+    v_lo, _ = alpha_divergence(s, t, -1.0)
+    v_hi, _ = alpha_divergence(s, t, 1.0)
+    assert (v_lo > v_hi).any() and (v_lo < v_hi).any()  # both sides are picked in this batch
+    loss = adaptive_alpha_loss(s, t)
+    assert torch.allclose(loss, torch.maximum(v_lo, v_hi).mean())
+    loss.backward()
+    g_ada = s.grad.clone()
+    # each sample's gradient is the one of its larger divergence
+    s.grad = None
+    _, sl = alpha_divergence(s, t, -1.0)
+    _, sh = alpha_divergence(s, t, 1.0)
+    torch.where(v_lo > v_hi, sl, sh).mean().backward()
+    assert torch.allclose(g_ada, s.grad, atol=1e-7)
+    # at the teacher: zero divergence, zero gradient
+    at_t = t.clone().requires_grad_(True)
+    zero = adaptive_alpha_loss(at_t, t)
+    zero.backward()
+    assert abs(float(zero.detach())) < 1e-5 and at_t.grad.abs().max() < 1e-6
+    # a student certain of a class the teacher rules out: the clipped weights keep the gradient bounded
+    far_s = torch.tensor([[30.0, 0.0, 0.0]], requires_grad=True)
+    far_t = torch.tensor([[-30.0, 0.0, 0.0]])
+    adaptive_alpha_loss(far_s, far_t).backward()
+    assert torch.isfinite(far_s.grad).all() and far_s.grad.abs().max() <= 5.0 + 1e-4
+
+
+def test_training_loss_with_the_alpha_divergence_and_the_config_field():
+    torch.manual_seed(4)
+    t, s = torch.randn(6, 5), torch.randn(6, 5, requires_grad=True)
+    y = torch.tensor([0, 1, 2, 3, 4, 0])
+    hard = F.cross_entropy(s, y)
+    got = training_loss(s, y, t, label_smoothing=0.0, kd_weight=0.5, kd_temperature=2.0, kd_divergence="alpha")
+    assert torch.allclose(got, hard + 0.5 * 4.0 * adaptive_alpha_loss(s / 2.0, t / 2.0))
+    assert not torch.allclose(got, training_loss(s, y, t, label_smoothing=0.0, kd_weight=0.5, kd_temperature=2.0))
+    with pytest.raises(ValueError, match="unknown divergence"):
+        distillation_loss(s, t, 1.0, "js")
+    base = default_config(load_space("mbv3-tiny"), "digits").model_dump()
+    assert base["kd_divergence"] == "kl"
+    assert TrainConfig.model_validate(dict(base, kd_divergence="alpha")).kd_divergence == "alpha"
+    with pytest.raises(ValidationError, match="kd_divergence"):
+        TrainConfig.model_validate(dict(base, kd_divergence="js"))
 
 
 def test_cosine_schedule_resumes_with_its_saved_shape():

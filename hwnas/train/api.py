@@ -325,7 +325,8 @@ def step_loss(
             model.set_active(sub)
             logits = forward(xs[i])
             loss = training_loss(logits, y, soft, label_smoothing=cfg.label_smoothing if reg[i] else 0.0,
-                                 kd_weight=cfg.kd_weight, kd_temperature=cfg.kd_temperature)
+                                 kd_weight=cfg.kd_weight, kd_temperature=cfg.kd_temperature,
+                                 kd_divergence=cfg.kd_divergence)
             loss.backward()  # gradients of all sampled subnets are summed: one optimizer step
             total += loss.detach()
             if i == 0 and phase.teacher == "inplace" and teach:

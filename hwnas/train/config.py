@@ -118,6 +118,9 @@ class TrainConfig(_Strict):
     label_smoothing: float = Field(default=0.1, ge=0, lt=1)
     kd_weight: float = Field(default=1.0, ge=0, description="weight of the soft-target loss from the teacher (0 = no distillation)")
     kd_temperature: float = Field(default=1.0, gt=0)
+    kd_divergence: Literal["kl", "alpha"] = Field(
+        default="kl", description="how a student is measured against its teacher: kl (KL(teacher || student)) or alpha "
+        "(AlphaNet's adaptive alpha-divergence: per sample the larger of D_-1 and D_1, importance weights clipped at 5)")
     kd_start: float = Field(
         default=0.0, ge=0, lt=1,
         description="share of each teaching phase's iterations trained on labels alone before the teacher's soft targets "
