@@ -33,10 +33,9 @@ from hwnas.data import load_dataset  # noqa: E402
 from hwnas.data.loader import BatchIterator  # noqa: E402
 from hwnas.space import load_space, with_classes  # noqa: E402
 from hwnas.supernet import Supernet  # noqa: E402
-from hwnas.train.api import regularized, step_inputs  # noqa: E402
+from hwnas.train.api import regularized, step_inputs, subnet_loss  # noqa: E402
 from hwnas.train.checkpoint import load_supernet  # noqa: E402
 from hwnas.train.config import resolve_config  # noqa: E402
-from hwnas.train.losses import training_loss  # noqa: E402
 from hwnas.train.phases import sample_step  # noqa: E402
 
 
@@ -75,12 +74,11 @@ def main() -> int:
             break
         resolution, subs = sample_step(space, phase, 0, 1, 0, b)
         xs = step_inputs(xb, resolution, ds, cfg, phase, len(subs), gen, torch.device("cpu"))
-        smooth = [cfg.label_smoothing if r else 0.0 for r in regularized(cfg, phase, len(subs))]  # as step_loss does
+        reg = regularized(cfg, phase, len(subs))
         model.zero_grad(set_to_none=True)
         model.set_active(subs[0])
         big_logits = model(xs[0])
-        training_loss(big_logits, yb, None, label_smoothing=smooth[0], kd_weight=cfg.kd_weight,
-                      kd_temperature=cfg.kd_temperature).backward()
+        subnet_loss(big_logits, yb, None, cfg, reg[0]).backward()
         g_big = grads(model)
         soft = big_logits.detach()
         per_sub = []
@@ -88,8 +86,7 @@ def main() -> int:
         for i in range(1, len(subs)):
             model.zero_grad(set_to_none=True)
             model.set_active(subs[i])
-            training_loss(model(xs[i]), yb, soft, label_smoothing=smooth[i], kd_weight=cfg.kd_weight,
-                          kd_temperature=cfg.kd_temperature).backward()
+            subnet_loss(model(xs[i]), yb, soft, cfg, reg[i]).backward()
             g = grads(model)
             per_sub.append(g)
             rest = [r + x for r, x in zip(rest, g)]

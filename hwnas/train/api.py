@@ -296,6 +296,13 @@ def step_inputs(xb: torch.Tensor, resolution: int, ds: Dataset, cfg: TrainConfig
     return out
 
 
+def subnet_loss(logits: torch.Tensor, y: torch.Tensor, soft: torch.Tensor | None, cfg: TrainConfig,
+                regularize: bool) -> torch.Tensor:
+    """One subnet's share of a step: the config's loss, label-smoothed only where `regularized` says so."""
+    return training_loss(logits, y, soft, label_smoothing=cfg.label_smoothing if regularize else 0.0,
+                         kd_weight=cfg.kd_weight, kd_temperature=cfg.kd_temperature, kd_divergence=cfg.kd_divergence)
+
+
 def step_loss(
     model: Supernet, forward: Any, x: torch.Tensor | list[torch.Tensor], y: torch.Tensor, subs: list[Any],
     phase: PhaseConfig, cfg: TrainConfig, teacher: nn.Module | None, teach: bool = True,
@@ -324,9 +331,7 @@ def step_loss(
                     soft = teacher(xs[i]).float()
             model.set_active(sub)
             logits = forward(xs[i])
-            loss = training_loss(logits, y, soft, label_smoothing=cfg.label_smoothing if reg[i] else 0.0,
-                                 kd_weight=cfg.kd_weight, kd_temperature=cfg.kd_temperature,
-                                 kd_divergence=cfg.kd_divergence)
+            loss = subnet_loss(logits, y, soft, cfg, reg[i])
             loss.backward()  # gradients of all sampled subnets are summed: one optimizer step
             total += loss.detach()
             if i == 0 and phase.teacher == "inplace" and teach:
