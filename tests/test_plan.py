@@ -220,13 +220,16 @@ def test_probe_times_steady_state_not_first_use_of_a_shape(monkeypatch: pytest.M
             time.sleep(0.3)
         return real(model, forward, x, y, subs, *a, **k)
 
-    monkeypatch.setattr(api, "step_loss", cold_first_use)
     space = micro_space()
     ds = tiny_dataset(n_train=16)
     cfg = default_config(space, "x").model_copy(update={"batch_size": 8})
+    warm, _ = api.probe_costs(Supernet(space), cfg, space, ds, torch.device("cpu"))  # the machine's pace now
+    monkeypatch.setattr(api, "step_loss", cold_first_use)
     costs, _ = api.probe_costs(Supernet(space), cfg, space, ds, torch.device("cpu"))
     assert len(seen) >= 2  # several sample sets were probed
-    assert costs["sandwich"] < 0.15, costs  # the 0.3 s first-use cost is not in the estimate
+    # every probed step draws new subnets, so timing a first use would add the whole 0.3 s; measured against
+    # the same probe without it (not a fixed threshold), so a busy machine does not fail the test
+    assert costs["sandwich"] < warm["sandwich"] + 0.15, (costs, warm)
 
 
 def test_memory_format_per_device():

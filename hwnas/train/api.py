@@ -353,100 +353,112 @@ def _progress_bar(run: _Run, enabled: bool):
                 mininterval=0.1 if tty else 30.0)  # logs get few lines
 
 
+def _phase_iter(run: _Run) -> int:
+    """Steps done in the current phase."""
+    return run.pos.epoch * run.iters_per_epoch + run.pos.batch
+
+
 def _train_epoch(run: _Run, it: BatchIterator, ddp: nn.Module, calib: torch.Tensor, progress: bool) -> None:
-    cfg, device = run.cfg, run.device
-    phase = run.phase
-    index = run.pos.phase_index
+    """One epoch of the current phase (what is left of it after a resume), then its end (`_end_epoch`).
+    The phase is read once: a re-plan during the epoch changes only the epochs, not what a step does."""
+    phase, index = run.phase, run.pos.phase_index
     it.set_epoch(index * 100_003 + run.pos.epoch)
-    cuda = device.type == "cuda"
-    bar = run.bar
     cost = run.plan.cost(phase.name) if run.plan is not None else 0.0
-    n_epochs = phase_epoch_count(cfg, index, run.iters_per_epoch)
+    bar = run.bar
     if bar is not None:
+        n_epochs = phase_epoch_count(run.cfg, index, run.iters_per_epoch)
         bar.set_description_str(f"{phase.name} {run.pos.epoch + 1}/{n_epochs}", refresh=False)
-    loss_sum, loss_n = 0.0, 0
-    t_epoch = time.perf_counter()
-    last_ckpt = time.perf_counter()
-    images_epoch = 0
-    assert run.optimizer is not None and run.schedule is not None
+    loss_sum, loss_n, images_epoch = 0.0, 0, 0
+    t_epoch = last_ckpt = time.perf_counter()
     for xb, yb in it.iter_from(run.pos.batch):
-        if run.pos.epoch * run.iters_per_epoch + run.pos.batch >= phase_iters(run.cfg, index, run.iters_per_epoch):
+        if _phase_iter(run) >= phase_iters(run.cfg, index, run.iters_per_epoch):
             break
         t0 = time.perf_counter()
-        resolution, subs = sample_step(run.space, phase, index, cfg.seed, run.pos.epoch, run.pos.batch)
-        gen = _aug_generator(cfg.seed, run.pos, run.dist.rank)
-        x = step_inputs(xb, resolution, run.ds, cfg, phase, len(subs), gen, device)
-        run.optimizer.zero_grad(set_to_none=True)
-        done = run.pos.epoch * run.iters_per_epoch + run.pos.batch
-        teach = done >= run.cfg.kd_start * phase_iters(run.cfg, index, run.iters_per_epoch)
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cuda):
-            mean_loss = step_loss(run.model, ddp, x, yb, subs, phase, cfg, run.teacher, teach)
-        step_value = float(run.dist.mean(mean_loss))
-        if not np.isfinite(step_value):
-            raise TrainingDiverged(
-                f"loss became {step_value} in phase {phase.name}, epoch {run.pos.epoch + 1}, batch {run.pos.batch + 1}; "
-                f"training stopped and the last good checkpoint {run.out} is kept "
-                f"(lower the phase's lr ('phases: {{{phase.name}: {{lr: ...}}}}') with --config and train to a new --out)"
-            )
-        lr = run.schedule.apply(run.optimizer)
-        run.optimizer.step()
-        if run.ema is not None:
-            run.ema.update(run.model)
-        run.schedule.step()
-        run.pos.batch += 1
+        step_value, lr = _train_step(run, phase, xb, yb, ddp)
         dt = time.perf_counter() - t0
-        run.train_seconds += dt
-        run.elapsed += dt
-        run.phase_steps += 1
-        if run.phase_steps > 1:  # the phase's first step pays one-time costs (new shapes; on CUDA, kernel selection)
-            run.phase_time += dt
-        _replan(run)
         n_img = xb.shape[0] * run.dist.world_size
+        _count_step(run, dt, n_img)
         images_epoch += n_img
-        run.images_seen += n_img
         loss_sum += step_value
         loss_n += 1
         if bar is not None:
             bar.update(min(cost * run.cost_ratio, max(bar.total - bar.n, 0.0)))
             bar.set_postfix_str(f", loss {step_value:.3f}, lr {lr:.4f}, {n_img / max(dt, 1e-9):.0f} img/s", refresh=False)
-        if run.pos.batch < len(it) and (
-            (cfg.checkpoint_every_iters and run.pos.batch % cfg.checkpoint_every_iters == 0)
-            or (cfg.checkpoint_every_seconds and time.perf_counter() - last_ckpt >= cfg.checkpoint_every_seconds)
-        ):
+        if run.pos.batch < len(it) and _checkpoint_due(run.cfg, run.pos.batch, time.perf_counter() - last_ckpt):
             run.save()
             last_ckpt = time.perf_counter()
-    # end of epoch: evaluate at the end of a phase (or of the run), advance, checkpoint, then log
+    _end_epoch(run, phase, calib, progress, loss=loss_sum / max(loss_n, 1), images=images_epoch, t_epoch=t_epoch)
+
+
+def _train_step(run: _Run, phase: PhaseConfig, xb: torch.Tensor, yb: torch.Tensor, ddp: nn.Module) -> tuple[float, float]:
+    """One optimizer step: the step's subnets and their views, forward and backward of each, the
+    update (and the weights' average). Returns the step's loss (mean over ranks) and its learning rate."""
+    cfg, device, index = run.cfg, run.device, run.pos.phase_index
+    assert run.optimizer is not None and run.schedule is not None
+    resolution, subs = sample_step(run.space, phase, index, cfg.seed, run.pos.epoch, run.pos.batch)
+    gen = _aug_generator(cfg.seed, run.pos, run.dist.rank)
+    x = step_inputs(xb, resolution, run.ds, cfg, phase, len(subs), gen, device)
+    run.optimizer.zero_grad(set_to_none=True)
+    teach = _phase_iter(run) >= cfg.kd_start * phase_iters(cfg, index, run.iters_per_epoch)
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        mean_loss = step_loss(run.model, ddp, x, yb, subs, phase, cfg, run.teacher, teach)
+    step_value = float(run.dist.mean(mean_loss))
+    if not np.isfinite(step_value):
+        raise TrainingDiverged(
+            f"loss became {step_value} in phase {phase.name}, epoch {run.pos.epoch + 1}, batch {run.pos.batch + 1}; "
+            f"training stopped and the last good checkpoint {run.out} is kept "
+            f"(lower the phase's lr ('phases: {{{phase.name}: {{lr: ...}}}}') with --config and train to a new --out)"
+        )
+    lr = run.schedule.apply(run.optimizer)
+    run.optimizer.step()
+    if run.ema is not None:
+        run.ema.update(run.model)
+    run.schedule.step()
+    run.pos.batch += 1
+    return step_value, lr
+
+
+def _count_step(run: _Run, dt: float, n_img: int) -> None:
+    """A finished step's seconds and images in the run's totals, then the plan checked against them."""
+    run.train_seconds += dt
+    run.elapsed += dt
+    run.phase_steps += 1
+    if run.phase_steps > 1:  # the phase's first step pays one-time costs (new shapes; on CUDA, kernel selection)
+        run.phase_time += dt
+    _replan(run)
+    run.images_seen += n_img
+
+
+def _checkpoint_due(cfg: TrainConfig, batch: int, since_last_s: float) -> bool:
+    """A mid-epoch checkpoint every `checkpoint_every_iters` steps or `checkpoint_every_seconds`."""
+    return bool((cfg.checkpoint_every_iters and batch % cfg.checkpoint_every_iters == 0)
+                or (cfg.checkpoint_every_seconds and since_last_s >= cfg.checkpoint_every_seconds))
+
+
+def _end_epoch(run: _Run, phase: PhaseConfig, calib: torch.Tensor, progress: bool, *, loss: float, images: int,
+               t_epoch: float) -> None:
+    """The end of an epoch: buffers synced, the evaluation if one is due, the position advanced, a
+    checkpoint, then the epoch's metrics logged (a checkpoint never points past what the log shows)."""
     _sync_buffers(run)
     seconds = time.perf_counter() - t_epoch
-    cfg = run.cfg  # a re-plan may have changed the epochs
-    finished_phase = run.pos.epoch * run.iters_per_epoch + run.pos.batch >= phase_iters(cfg, index, run.iters_per_epoch)
+    cfg, index = run.cfg, run.pos.phase_index  # a re-plan may have changed the epochs
+    finished_phase = _phase_iter(run) >= phase_iters(cfg, index, run.iters_per_epoch)
     last_phase = _skip_empty_phases(cfg, Position(index + 1, 0, 0), run.iters_per_epoch).phase_index >= len(cfg.phases)
     record: dict[str, Any] = {
         "type": "epoch", "phase": phase.name, "phase_epoch": run.pos.epoch + 1,
         "epoch": epochs_done(cfg, run.pos, run.iters_per_epoch),
-        "loss": loss_sum / max(loss_n, 1), "lr": run.schedule.lr_at(max(run.schedule.step_count - 1, 0)),
-        "images_per_s": images_epoch / max(seconds, 1e-9), "seconds": seconds,
+        "loss": loss, "lr": run.schedule.lr_at(max(run.schedule.step_count - 1, 0)),
+        "images_per_s": images / max(seconds, 1e-9), "seconds": seconds,
     }
-    eval_record = None
     if finished_phase and last_phase and run.ema is not None:  # every rank: the finished supernet is the average
         run.ema.copy_to(run.model)
         run.ema = None
+    eval_record = None
     if finished_phase and run.dist.is_main and (cfg.eval_at == "phase_end" or last_phase):
-        t_eval = time.perf_counter()
-        if run.ema is not None:
-            with run.ema.applied(run.model):
-                ev = _evaluate(run, calib)
-        else:
-            ev = _evaluate(run, calib)
-        run.metrics = {"phase": phase.name, "epoch": record["epoch"], **ev}
-        eval_record = {"type": "eval", "seconds": time.perf_counter() - t_eval, **run.metrics}
-        run.history.append(run.metrics)
-        if bar is not None and run.plan is not None:
-            share = run.plan.eval_s / (1 if cfg.eval_at == "end" else max(1, sum(p.epochs > 0 for p in cfg.phases)))
-            bar.update(min(share, max(bar.total - bar.n, 0.0)))
-    run.pos = Position(run.pos.phase_index, run.pos.epoch + 1, 0)
+        eval_record = _evaluate_phase(run, phase, calib, record["epoch"])
+    run.pos = Position(index, run.pos.epoch + 1, 0)
     if finished_phase:
-        run.pos = _skip_empty_phases(cfg, Position(run.pos.phase_index + 1, 0, 0), run.iters_per_epoch)
+        run.pos = _skip_empty_phases(cfg, Position(index + 1, 0, 0), run.iters_per_epoch)
         run.phase_time, run.phase_steps, run.next_replan = 0.0, 0, FIRST_REPLAN_STEP
     run.save()
     run.log_metrics(record)
@@ -456,7 +468,23 @@ def _train_epoch(run: _Run, it: BatchIterator, ddp: nn.Module, calib: torch.Tens
             accs = ", ".join(f"{k} {v:.3f}" for k, v in eval_record["acc"].items())
             msg = (f"[{phase.name}] epoch {record['epoch']:g}/{cfg.total_epochs:g} loss {record['loss']:.3f} "
                    f"{record['images_per_s']:.0f} img/s | val acc: {accs}")
-            (bar.write(msg, file=sys.stderr) if bar is not None else print(msg, file=sys.stderr, flush=True))
+            (run.bar.write(msg, file=sys.stderr) if run.bar is not None else print(msg, file=sys.stderr, flush=True))
+
+
+def _evaluate_phase(run: _Run, phase: PhaseConfig, calib: torch.Tensor, epoch: float) -> dict[str, Any]:
+    """(rank 0) The fixed subnets evaluated at the end of a phase (with the weights' average where one
+    is kept), recorded in the run's metrics and history; the progress bar moves by the evaluation's share."""
+    t_eval = time.perf_counter()
+    with run.ema.applied(run.model) if run.ema is not None else contextlib.nullcontext():
+        ev = _evaluate(run, calib)
+    run.metrics = {"phase": phase.name, "epoch": epoch, **ev}
+    record = {"type": "eval", "seconds": time.perf_counter() - t_eval, **run.metrics}
+    run.history.append(run.metrics)
+    if run.bar is not None and run.plan is not None:
+        cfg = run.cfg
+        share = run.plan.eval_s / (1 if cfg.eval_at == "end" else max(1, sum(p.epochs > 0 for p in cfg.phases)))
+        run.bar.update(min(share, max(run.bar.total - run.bar.n, 0.0)))
+    return record
 
 
 LONG_RUN_S = 3600.0
@@ -727,47 +755,16 @@ def _train(space_spec: Space | str, data: str, out: Path, config: Any, epochs_sc
            device: torch.device, dctx: DistContext, resume: bool, progress: bool, show_bar: bool,
            t_start: float, init: str | Path | None = None, threads: CpuThreads | None = None) -> dict[str, Any]:
     space0 = load_space(space_spec)
-    if not (isinstance(epochs_scale, (int, float)) and epochs_scale > 0 and np.isfinite(epochs_scale)):
-        raise UserError(f"--epochs-scale must be a positive number, got {epochs_scale}")
-    if budget_s is not None and epochs_scale != 1.0:
-        raise UserError("--time-budget and --epochs-scale both set the epochs; give one of them")
-    state = None
-    if init is not None and resume:
-        raise UserError("--init starts a new run from another supernet; --resume continues the run at --out "
-                        "(which keeps what --init gave it): give one of them")
+    _check_args(out, epochs_scale, budget_s, resume, init)
     init_src = load_init(init) if init is not None else None
-    if resume:
-        if not out.exists():
-            raise UserError(f"--resume: no checkpoint at {out}; run without --resume to start training there")
-        state = load_checkpoint(out)
-        meta = read_meta(out, state)
-        ckpt_space = meta.get_space()
-        check_space(out, ckpt_space, space0)
-    elif out.exists():
-        raise UserError(f"--out {out} already exists; pass --resume to continue it, or choose a new path")
+    state, meta = _read_resume(out, space0) if resume else (None, None)
     if out.is_dir():
         raise UserError(f"--out {out} is a folder; give a checkpoint file path")
 
     ds = load_dataset(data)
     space = with_classes(space0, ds.num_classes)
-    if state is not None:
-        if meta.data_fingerprint != ds.fingerprint:
-            raise UserError(f"--resume: {out} was trained on different data ({meta.data!r}); pass the same --data")
-        try:
-            ckpt_cfg = TrainConfig.model_validate(meta.config)
-        except ValidationError as e:
-            raise UserError(f"--resume: {out} holds a training config this version cannot read "
-                            f"({str(e).splitlines()[0]}); start a new --out") from None
-        if config is not None or epochs_scale != 1.0:
-            asked = resolve_config(space, data, config).scaled(epochs_scale)
-            if not _same_recipe(asked, ckpt_cfg):
-                raise UserError(f"--resume: --config/--epochs-scale differ from the config stored in {out}; "
-                                "resume without them (the stored config is used) or start a new --out")
-        if budget_s is not None and ckpt_cfg.time_budget_s != budget_s:
-            raise UserError(f"--resume: {out} was planned for --time-budget "
-                            f"{ckpt_cfg.time_budget_s if ckpt_cfg.time_budget_s is not None else 'none'}; resume without "
-                            "--time-budget (the stored plan is used) or start a new --out")
-        cfg = ckpt_cfg
+    if state is not None and meta is not None:
+        cfg = _resumed_config(out, meta, ds, space, data, config, epochs_scale, budget_s)
     else:
         cfg = resolve_config(space, data, config, transfer=init is not None).scaled(epochs_scale)
     check_phases(space, cfg)
@@ -794,50 +791,12 @@ def _train(space_spec: Space | str, data: str, out: Path, config: Any, epochs_sc
             print(report.summary(), file=sys.stderr, flush=True)
     if cfg.ema_halflife_epochs > 0:
         run.ema = WeightEMA(model, step_decay(cfg.ema_halflife_epochs, run.iters_per_epoch))
-    if state is not None:
-        model.load_state_dict(state["model"])
-        if run.ema is not None:
-            if state.get("ema") is not None:
-                run.ema.load_state_dict(state["ema"])
-            else:  # a finished checkpoint holds the average as its model; a checkpoint of step 0 has none yet
-                run.ema.reset(model)
-        run.init = state.get("init")
-        run.pos = Position(**state["position"])
-        run.history = list(state.get("history") or [])
-        run.metrics = dict(meta.metrics)
-        run.elapsed = float(state.get("elapsed", 0.0))
-        if state.get("teacher") is not None:
-            run.teacher = _freeze(StaticNet(build_plan(space, space.largest())), device)
-            run.teacher.load_state_dict(state["teacher"])
-        if not run.finished:
-            _start_phase(run)
-            if state.get("optimizer") is not None and (run.pos.epoch > 0 or run.pos.batch > 0):
-                assert run.optimizer is not None and run.schedule is not None
-                run.optimizer.load_state_dict(state["optimizer"])
-                run.schedule.load_state_dict(state["scheduler"])
-            _plan_run(run, None, t_start, save_s=0.0, progress=progress)  # the stored plan: only the ETA is new
-        _set_rng_state(state["rng"])
-        run.log_metrics({"type": "resume", "epoch": run.epochs, "position": run.pos.to_dict()})
+    if state is not None and meta is not None:
+        _restore(run, state, meta, t_start, progress)
     else:
-        # plan before anything is written: a refused plan leaves no checkpoint, and the first one holds the plan
-        run.save_s = _save_seconds(run)
-        _plan_run(run, budget_s, t_start, save_s=run.save_s, progress=progress)
-        if budget_s is not None:
-            run.deadline = t_start + budget_s
-        run.pos = _skip_empty_phases(run.cfg, Position(), run.iters_per_epoch)
-        if dctx.is_main:
-            metrics_path(out).parent.mkdir(parents=True, exist_ok=True)
-            metrics_path(out).write_text("", encoding="utf-8")
-        run.save()  # a first checkpoint: `--resume` works from the very start, and a NaN keeps it
+        _start_fresh(run, budget_s, t_start, progress)
 
-    ddp: nn.Module = model
-    if dctx.active:
-        from torch.nn.parallel import DistributedDataParallel
-
-        ddp = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=True,  # each step trains one subnet: the rest of the weights get no gradient
-        )
+    ddp = _data_parallel(model, dctx, device)
     calib = calibration_subset(ds, n=run.cfg.calib_images)
     model.train()
     run.bar = _progress_bar(run, show_bar and dctx.is_main) if not run.finished and show_bar and dctx.is_main else None
@@ -854,6 +813,107 @@ def _train(space_spec: Space | str, data: str, out: Path, config: Any, epochs_sc
             run.bar.close()
     dctx.barrier()
     return _result(run, time.perf_counter() - t_start)
+
+
+def _check_args(out: Path, epochs_scale: float, budget_s: float | None, resume: bool, init: str | Path | None) -> None:
+    """The argument combinations refused before anything is read."""
+    if not (isinstance(epochs_scale, (int, float)) and epochs_scale > 0 and np.isfinite(epochs_scale)):
+        raise UserError(f"--epochs-scale must be a positive number, got {epochs_scale}")
+    if budget_s is not None and epochs_scale != 1.0:
+        raise UserError("--time-budget and --epochs-scale both set the epochs; give one of them")
+    if init is not None and resume:
+        raise UserError("--init starts a new run from another supernet; --resume continues the run at --out "
+                        "(which keeps what --init gave it): give one of them")
+    if not resume and out.exists():
+        raise UserError(f"--out {out} already exists; pass --resume to continue it, or choose a new path")
+
+
+def _read_resume(out: Path, space: Space) -> tuple[dict[str, Any], SupernetMeta]:
+    """`--resume`: the checkpoint at `out` and its meta, refused if missing or of another space."""
+    if not out.exists():
+        raise UserError(f"--resume: no checkpoint at {out}; run without --resume to start training there")
+    state = load_checkpoint(out)
+    meta = read_meta(out, state)
+    check_space(out, meta.get_space(), space)
+    return state, meta
+
+
+def _resumed_config(out: Path, meta: SupernetMeta, ds: Dataset, space: Space, data: str, config: Any,
+                    epochs_scale: float, budget_s: float | None) -> TrainConfig:
+    """The stored config of a run resumed: refused for other data, or when the arguments ask for
+    another recipe or another time budget than it was started with."""
+    if meta.data_fingerprint != ds.fingerprint:
+        raise UserError(f"--resume: {out} was trained on different data ({meta.data!r}); pass the same --data")
+    try:
+        ckpt_cfg = TrainConfig.model_validate(meta.config)
+    except ValidationError as e:
+        raise UserError(f"--resume: {out} holds a training config this version cannot read "
+                        f"({str(e).splitlines()[0]}); start a new --out") from None
+    if config is not None or epochs_scale != 1.0:
+        asked = resolve_config(space, data, config).scaled(epochs_scale)
+        if not _same_recipe(asked, ckpt_cfg):
+            raise UserError(f"--resume: --config/--epochs-scale differ from the config stored in {out}; "
+                            "resume without them (the stored config is used) or start a new --out")
+    if budget_s is not None and ckpt_cfg.time_budget_s != budget_s:
+        raise UserError(f"--resume: {out} was planned for --time-budget "
+                        f"{ckpt_cfg.time_budget_s if ckpt_cfg.time_budget_s is not None else 'none'}; resume without "
+                        "--time-budget (the stored plan is used) or start a new --out")
+    return ckpt_cfg
+
+
+def _restore(run: _Run, state: dict[str, Any], meta: SupernetMeta, t_start: float, progress: bool) -> None:
+    """A resumed run's weights, average, position, history, teacher, optimizer and random state,
+    exactly as the checkpoint left them; the stored plan is kept and only the ETA is new."""
+    run.model.load_state_dict(state["model"])
+    if run.ema is not None:
+        if state.get("ema") is not None:
+            run.ema.load_state_dict(state["ema"])
+        else:  # a finished checkpoint holds the average as its model; a checkpoint of step 0 has none yet
+            run.ema.reset(run.model)
+    run.init = state.get("init")
+    run.pos = Position(**state["position"])
+    run.history = list(state.get("history") or [])
+    run.metrics = dict(meta.metrics)
+    run.elapsed = float(state.get("elapsed", 0.0))
+    if state.get("teacher") is not None:
+        run.teacher = _freeze(StaticNet(build_plan(run.space, run.space.largest())), run.device)
+        run.teacher.load_state_dict(state["teacher"])
+    if not run.finished:
+        _start_phase(run)
+        if state.get("optimizer") is not None and (run.pos.epoch > 0 or run.pos.batch > 0):
+            assert run.optimizer is not None and run.schedule is not None
+            run.optimizer.load_state_dict(state["optimizer"])
+            run.schedule.load_state_dict(state["scheduler"])
+        _plan_run(run, None, t_start, save_s=0.0, progress=progress)
+    _set_rng_state(state["rng"])
+    run.log_metrics({"type": "resume", "epoch": run.epochs, "position": run.pos.to_dict()})
+
+
+def _start_fresh(run: _Run, budget_s: float | None, t_start: float, progress: bool) -> None:
+    """A new run: planned before anything is written (a refused plan leaves no checkpoint, and the
+    first one holds the plan), an empty metrics log, and a first checkpoint, so that `--resume`
+    works from the very start and a loss that stops being finite keeps it."""
+    run.save_s = _save_seconds(run)
+    _plan_run(run, budget_s, t_start, save_s=run.save_s, progress=progress)
+    if budget_s is not None:
+        run.deadline = t_start + budget_s
+    run.pos = _skip_empty_phases(run.cfg, Position(), run.iters_per_epoch)
+    if run.dist.is_main:
+        metrics_path(run.out).parent.mkdir(parents=True, exist_ok=True)
+        metrics_path(run.out).write_text("", encoding="utf-8")
+    run.save()
+
+
+def _data_parallel(model: Supernet, dctx: DistContext, device: torch.device) -> nn.Module:
+    """The module a step calls: the supernet itself, or under torchrun its DistributedDataParallel."""
+    if not dctx.active:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None,
+        find_unused_parameters=True,  # each step trains one subnet: the rest of the weights get no gradient
+    )
 
 
 def _same_recipe(asked: TrainConfig, stored: TrainConfig) -> bool:
