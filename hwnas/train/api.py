@@ -530,7 +530,7 @@ def _replan_decision(run: _Run, plan: Plan) -> tuple[dict[str, float], float, fl
     assert run.deadline is not None
     cfg, ipe, index = run.cfg, run.iters_per_epoch, run.pos.phase_index
     ratio = _measured_cost(run) / plan.cost(run.phase.name)  # actual / planned cost per iteration
-    done_here = run.pos.epoch * ipe + run.pos.batch
+    done_here = _phase_iter(run)
     left_iters = {i: (phase_iters(cfg, i, ipe) - (done_here if i == index else 0)) for i in range(index, len(cfg.phases))}
     expected = sum(n * plan.cost(cfg.phases[i].name) * ratio for i, n in left_iters.items())
     evals_left = plan.eval_s if cfg.eval_at == "end" else plan.eval_s * (len(cfg.phases) - index) / len(cfg.phases)
@@ -961,7 +961,7 @@ def _plan_run(run: _Run, budget_s: float | None, t_start: float, *, save_s: floa
     run.plan = Plan.model_validate(plan_json)
     if run.pos.phase_index > 0 or run.pos.epoch > 0 or run.pos.batch > 0:  # resumed: what is left
         done = sum(round(p.epochs * run.iters_per_epoch) * costs[p.name] for p in run.cfg.phases[: run.pos.phase_index])
-        done += (run.pos.epoch * run.iters_per_epoch + run.pos.batch) * costs[run.phase.name]
+        done += _phase_iter(run) * costs[run.phase.name]
         run.plan = run.plan.model_copy(update={"train_s": max(run.plan.train_s - done, 0.0)})
     if progress and run.dist.is_main:
         lines = run.plan.lines()
