@@ -1074,3 +1074,84 @@ def test_frozen_teacher_labels_the_view_each_subnet_sees():
     xs = [x, x.flip(-1), x * 0.5]
     step_loss(net, net, xs, y, subs, phase, cfg, Teacher())
     assert len(seen) == 3 and all(a is b for a, b in zip(seen, xs))
+
+
+def _dropout_space() -> Space:
+    """micro_space with a head dropout that changes the logits of nearly every draw."""
+    d = micro_space().model_dump()
+    d["head"] = dict(d["head"], dropout=0.5)
+    return Space.model_validate(d)
+
+
+@pytest.mark.parametrize("regularize,largest_only,want", [
+    ("largest", ["label_smoothing", "cutout"], "every"), ("largest", ["dropout"], "first"), ("all", ["dropout"], "every")])
+def test_largest_only_dropout_trains_only_the_largest_with_dropout(monkeypatch: pytest.MonkeyPatch, regularize,
+                                                                    largest_only, want):
+    """With 'dropout' in largest_only (and regularize 'largest') the other subnets of a step run their dropout in eval
+    mode (their logits do not depend on the random state), BN stays on batch statistics, and the model is back in
+    train mode after the step; the largest keeps its dropout."""
+    import hwnas.train.api as api
+
+    sp = _dropout_space()
+    cfg = default_config(sp, "x").model_copy(update=dict(regularize=regularize, largest_only=largest_only))
+    phase = cfg.phases[0]
+    _, subs = sample_step(sp, phase, 0, seed=0, epoch=0, step=0)
+    x = torch.randn(6, 3, subs[0].resolution, subs[0].resolution, generator=torch.Generator().manual_seed(1))
+    y = torch.tensor([0, 1, 0, 1, 0, 1])
+    torch.manual_seed(0)
+    net = Supernet(sp)
+    net.train()
+    bn_modes: list[bool] = []
+    net.stem.register_forward_pre_hook(lambda m, a: bn_modes.append(all(b.training for b in net.modules()
+                                                                          if isinstance(b, torch.nn.BatchNorm2d))))
+    real = api.training_loss
+    outs: list[torch.Tensor] = []
+    monkeypatch.setattr(api, "training_loss", lambda logits, *a, **k: (outs.append(logits.detach()), real(logits, *a, **k))[1])
+    for seed in (1, 2):  # the same step under two random states
+        torch.manual_seed(seed)
+        net.zero_grad()
+        api.step_loss(net, net, x, y, subs, phase, cfg, None)
+    n = len(subs)
+    assert n >= 3 and len(outs) == 2 * n
+    assert all(m.training for m in net.modules()) and all(bn_modes)
+    same = [torch.equal(outs[i], outs[n + i]) for i in range(n)]
+    assert not same[0]  # the largest: dropout on, a different mask per random state
+    assert same[1:] == ([True] * (n - 1) if want == "first" else [False] * (n - 1))
+
+
+def test_largest_only_names_the_regularisers_the_largest_keeps_to_itself():
+    """regularize 'largest' restricts only what largest_only names: label smoothing for every subnet with
+    largest_only [cutout], the cutout still for the largest alone; regularize 'all' restricts nothing."""
+    from hwnas.train.api import regularized
+
+    base = default_config(micro_space(), "x")
+    phase = base.phases[0]
+    split = base.model_copy(update=dict(regularize="largest", largest_only=["cutout"]))
+    assert regularized(split, phase, 3, "label_smoothing") == [True, True, True]
+    assert regularized(split, phase, 3, "cutout") == [True, False, False]
+    assert regularized(split, phase, 3, "dropout") == [True, True, True]
+    both = base.model_copy(update=dict(regularize="largest"))
+    assert regularized(both, phase, 3, "label_smoothing") == regularized(both, phase, 3, "cutout") == [True, False, False]
+    assert regularized(base.model_copy(update=dict(regularize="all", largest_only=["dropout"])), phase, 3, "dropout") == [True] * 3
+    d = base.model_dump()
+    d.pop("largest_only")  # a config stored before the field reads as before
+    assert TrainConfig.model_validate(d).largest_only == ["label_smoothing", "cutout"]
+    with pytest.raises(ValidationError, match="largest_only"):
+        TrainConfig.model_validate(dict(d, largest_only=["weight_decay"]))
+
+
+def test_cutout_for_the_largest_alone_with_label_smoothing_for_all(monkeypatch: pytest.MonkeyPatch):
+    """largest_only [cutout]: every subnet's loss is label-smoothed, and only the largest's view has the hole."""
+    import hwnas.train.api as api
+
+    cfg, phase, subs, x, y, net = _micro_step(regularize="largest", largest_only=["cutout"], label_smoothing=0.1,
+                                              cutout=0.5, augment_per_subnet=False)
+    smoothing: list[float] = []
+    real = api.training_loss
+    monkeypatch.setattr(api, "training_loss", lambda *a, **k: (smoothing.append(k["label_smoothing"]), real(*a, **k))[1])
+    api.step_loss(net, net, x, y, subs, phase, cfg, None)
+    assert smoothing == [0.1] * len(subs)
+    ds = tiny_dataset(n_train=6)
+    views = api.step_inputs(ds.train_x, subs[0].resolution, ds, cfg, phase, len(subs), torch.Generator().manual_seed(0),
+                            torch.device("cpu"))
+    assert not torch.equal(views[0], views[1]) and torch.equal(views[1], views[2])  # one shared view, the largest's cut

@@ -263,13 +263,24 @@ def _evaluate(run: _Run, calib: torch.Tensor) -> dict[str, Any]:
     return {"acc": accs, "subnets": subnets}
 
 
-def regularized(cfg: TrainConfig, phase: PhaseConfig, n_subnets: int) -> list[bool]:
-    """Which subnets of a step get label smoothing and cutout (`cfg.regularize`): all, or only the
-    largest, which the sandwich and largest_random samplers put first."""
-    if cfg.regularize == "all":
+def regularized(cfg: TrainConfig, phase: PhaseConfig, n_subnets: int, what: str = "label_smoothing") -> list[bool]:
+    """Which subnets of a step train with the regulariser `what` (label_smoothing, cutout or dropout):
+    all, or with `cfg.regularize` 'largest' and `what` in `cfg.largest_only` only the largest, which
+    the sandwich and largest_random samplers put first."""
+    if cfg.regularize == "all" or what not in cfg.largest_only:
         return [True] * n_subnets
     largest_first = phase.sampler in ("sandwich", "largest_random")
     return [largest_first and i == 0 for i in range(n_subnets)]
+
+
+def dropout_modules(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
+
+
+def set_dropout(modules: list[nn.Module], on: bool) -> None:
+    """Dropout on (train mode) or off (eval mode) for these modules only: BN keeps its mode."""
+    for m in modules:
+        m.train(on)
 
 
 def step_inputs(xb: torch.Tensor, resolution: int, ds: Dataset, cfg: TrainConfig, phase: PhaseConfig, n_subnets: int,
@@ -277,10 +288,10 @@ def step_inputs(xb: torch.Tensor, resolution: int, ds: Dataset, cfg: TrainConfig
     """The augmented batch each subnet of a step trains on: one draw shared by all, or with
     `cfg.augment_per_subnet` a draw of its own for each, so the shared weights see as many views
     of an image per step as subnets are trained (not the same view several times). The cutout goes
-    to the views of the subnets `regularized` names."""
+    to the views of the subnets `regularized` names for it."""
     fmt = memory_format_for(device)
     draws = n_subnets if cfg.augment_per_subnet else 1
-    reg = regularized(cfg, phase, n_subnets)
+    reg = regularized(cfg, phase, n_subnets, "cutout")
     if all(reg) or cfg.cutout <= 0:
         xs = [augment_batch(xb, resolution, ds.mean, ds.std, train=True, generator=generator, flip=cfg.flip,
                             cutout=cfg.cutout).contiguous(memory_format=fmt) for _ in range(draws)]
@@ -298,7 +309,7 @@ def step_inputs(xb: torch.Tensor, resolution: int, ds: Dataset, cfg: TrainConfig
 
 def subnet_loss(logits: torch.Tensor, y: torch.Tensor, soft: torch.Tensor | None, cfg: TrainConfig,
                 regularize: bool) -> torch.Tensor:
-    """One subnet's share of a step: the config's loss, label-smoothed only where `regularized` says so."""
+    """One subnet's share of a step: the config's loss, label-smoothed only where `regularized` says so for it."""
     return training_loss(logits, y, soft, label_smoothing=cfg.label_smoothing if regularize else 0.0,
                          kd_weight=cfg.kd_weight, kd_temperature=cfg.kd_temperature, kd_divergence=cfg.kd_divergence)
 
@@ -323,19 +334,25 @@ def step_loss(
     frozen = phase.teacher == "frozen" and teacher is not None and teach
     total = torch.zeros((), device=xs[0].device)
     counter = UsageCounter(model.parameters()) if cfg.grad_scaling == "usage" and len(subs) > 1 else None
-    reg = regularized(cfg, phase, len(subs))
+    reg = regularized(cfg, phase, len(subs), "label_smoothing")
+    drop = regularized(cfg, phase, len(subs), "dropout")
+    dropout = None if all(drop) else dropout_modules(model)
     with counter if counter is not None else contextlib.nullcontext():
         for i, sub in enumerate(subs):
             if frozen and (soft is None or xs[i] is not xs[i - 1]):  # the teacher sees the view its student sees
                 with torch.no_grad():
                     soft = teacher(xs[i]).float()
             model.set_active(sub)
+            if dropout is not None:
+                set_dropout(dropout, drop[i])
             logits = forward(xs[i])
             loss = subnet_loss(logits, y, soft, cfg, reg[i])
             loss.backward()  # gradients of all sampled subnets are summed: one optimizer step
             total += loss.detach()
             if i == 0 and phase.teacher == "inplace" and teach:
                 soft = logits.detach().float()
+    if dropout is not None:
+        set_dropout(dropout, model.training)
     if counter is not None:
         counter.scale(len(subs))  # grad_scaling 'usage': each weight as if every subnet had used it
     return total / len(subs)
