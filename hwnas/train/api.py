@@ -31,9 +31,10 @@ from hwnas.errors import TrainingDiverged, UserError
 from hwnas.space import build_plan, load_space, with_classes
 from hwnas.space.models import Space
 from hwnas.supernet import StaticNet, Supernet
+from hwnas.train.bn import dropout_modules, set_dropout
 from hwnas.train.checkpoint import SupernetMeta, check_space, load_checkpoint, read_meta, save_checkpoint
 from hwnas.train.ema import WeightEMA, step_decay
-from hwnas.train.config import SHORT_RUN_OFF, PhaseConfig, TrainConfig, resolve_config
+from hwnas.train.config import SHORT_RUN_OFF, PhaseConfig, Regularizer, TrainConfig, resolve_config
 from hwnas.train.distributed import CpuThreads, DistContext, cpu_threads, init_distributed, memory_format_for, resolve_device
 from hwnas.train.evaluate import evaluate_subnet, evaluation_costs
 from hwnas.train.gradscale import UsageCounter
@@ -263,7 +264,7 @@ def _evaluate(run: _Run, calib: torch.Tensor) -> dict[str, Any]:
     return {"acc": accs, "subnets": subnets}
 
 
-def regularized(cfg: TrainConfig, phase: PhaseConfig, n_subnets: int, what: str = "label_smoothing") -> list[bool]:
+def regularized(cfg: TrainConfig, phase: PhaseConfig, n_subnets: int, what: Regularizer = "label_smoothing") -> list[bool]:
     """Which subnets of a step train with the regulariser `what` (label_smoothing, cutout or dropout):
     all, or with `cfg.regularize` 'largest' and `what` in `cfg.largest_only` only the largest, which
     the sandwich and largest_random samplers put first."""
@@ -271,16 +272,6 @@ def regularized(cfg: TrainConfig, phase: PhaseConfig, n_subnets: int, what: str 
         return [True] * n_subnets
     largest_first = phase.sampler in ("sandwich", "largest_random")
     return [largest_first and i == 0 for i in range(n_subnets)]
-
-
-def dropout_modules(model: nn.Module) -> list[nn.Module]:
-    return [m for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
-
-
-def set_dropout(modules: list[nn.Module], on: bool) -> None:
-    """Dropout on (train mode) or off (eval mode) for these modules only: BN keeps its mode."""
-    for m in modules:
-        m.train(on)
 
 
 def step_inputs(xb: torch.Tensor, resolution: int, ds: Dataset, cfg: TrainConfig, phase: PhaseConfig, n_subnets: int,

@@ -20,6 +20,17 @@ from hwnas.data import augment_batch
 from hwnas.train.distributed import memory_format_for
 
 
+def dropout_modules(model: nn.Module) -> list[nn.Module]:
+    """The model's dropout layers, whose train/eval mode is set apart from BN's."""
+    return [m for m in model.modules() if isinstance(m, nn.Dropout)]
+
+
+def set_dropout(modules: list[nn.Module], on: bool) -> None:
+    """Dropout on (train mode) or off (eval mode) for these modules only: BN keeps its mode."""
+    for m in modules:
+        m.train(on)
+
+
 @torch.no_grad()
 def recalibrate_bn(
     model: nn.Module,
@@ -60,9 +71,7 @@ def recalibrate_bn(
     handles = [bn.register_forward_pre_hook(hook) for bn in bns]
     try:
         model.train()
-        for m in model.modules():  # dropout off: only BN should see batch statistics
-            if isinstance(m, nn.Dropout):
-                m.eval()
+        set_dropout(dropout_modules(model), False)  # only BN should see batch statistics
         for bn in bns:
             bn.momentum = 0.0  # forward uses batch stats and leaves the buffers alone
         dev = torch.device(device)

@@ -102,6 +102,9 @@ class PhaseConfig(_Strict):
                 tuple(sorted((k, tuple(v)) for k, v in self.depth_weights.items())))
 
 
+Regularizer = Literal["label_smoothing", "cutout", "dropout"]
+"""A regulariser `regularize: largest` can keep to the step's largest subnet (`largest_only`)."""
+
 SHORT_RUN_OFF: Mapping[str, Any] = MappingProxyType({"label_smoothing": 0.0, "augment_per_subnet": False, "cutout": 0.0})
 """The regularisers a run planned for fewer than `regularize_from_epochs` trains without, and their off values."""
 
@@ -147,7 +150,7 @@ class TrainConfig(_Strict):
         "(BigNAS: the largest overfits while smaller subnets underfit). The largest is the step's first subnet under the "
         "sandwich and largest_random samplers; a phase that samples at random has none, so none of its subnets is regularised. "
         "'largest' in the small-image sandwich default (measured on cifar10-small, BENCHMARKS.md)")
-    largest_only: list[Literal["label_smoothing", "cutout", "dropout"]] = Field(
+    largest_only: list[Regularizer] = Field(
         default_factory=lambda: ["label_smoothing", "cutout"],
         description="with regularize 'largest': the regularisers only the step's largest subnet trains with; every "
         "subnet trains with the others ('dropout' is the space's head dropout: the other subnets run it in eval mode, "
