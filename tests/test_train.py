@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -1041,6 +1039,47 @@ def test_step_loss_trains_each_subnet_on_its_own_batch():
     assert together != pytest.approx(float(step_loss(net, net, x, y, subs, phase, cfg, None)), rel=1e-4)
     with pytest.raises(ValueError, match="2 input batches for 3 subnets"):
         step_loss(net, net, xs[:2], y, subs, phase, cfg, None)
+
+
+def test_kd_view_student_teaches_each_student_on_its_own_view():
+    """kd_view 'student': each student's soft target is the largest's prediction on that student's batch (checked
+    against the largest run on it by hand); 'teacher' gives the largest's prediction on its own batch. With one shared
+    batch both are the same target, so the loss is the same."""
+    from hwnas.train import api
+
+    cfg, phase, subs, x, y, net = _micro_step(kd_weight=1.0, regularize="all")
+    assert phase.teacher == "inplace" and len(subs) == 3
+    g = torch.Generator().manual_seed(7)
+    xs = [torch.randn(x.shape, generator=g) for _ in subs]
+    seen: list[torch.Tensor | None] = []
+    real = api.subnet_loss
+
+    def spy(logits, yy, soft, c, reg):
+        seen.append(None if soft is None else soft.clone())
+        return real(logits, yy, soft, c, reg)
+
+    def targets(c: TrainConfig, batches: list[torch.Tensor]) -> list[torch.Tensor | None]:
+        seen.clear()
+        net.zero_grad()
+        api.step_loss(net, net, batches, y, subs, phase, c, None)
+        return list(seen)
+
+    student = cfg.model_copy(update={"kd_view": "student"})
+    api.subnet_loss = spy
+    try:
+        on_student, on_teacher = targets(student, xs), targets(cfg, xs)
+        shared = [targets(c, [x] * 3) for c in (student, cfg)]
+    finally:
+        api.subnet_loss = real
+    with torch.no_grad():
+        net.set_active(subs[0])
+        by_hand = [net(xi).float() for xi in xs]
+    assert on_student[0] is None and on_teacher[0] is None  # the largest learns from the labels
+    for i in (1, 2):
+        assert torch.allclose(on_student[i], by_hand[i], atol=1e-5)
+        assert torch.allclose(on_teacher[i], by_hand[0], atol=1e-5)
+        assert not torch.allclose(on_student[i], on_teacher[i], atol=1e-3)
+        assert torch.equal(shared[0][i], shared[1][i])
 
 
 def test_cutout_in_the_training_config_blanks_a_square_of_each_training_image():

@@ -312,7 +312,8 @@ def step_loss(
     """Forward and backward every subnet of one step (gradients summed, or scaled per weight by
     `cfg.grad_scaling`); returns the mean loss. `x`: one batch for every subnet, or one per subnet
     (`step_inputs`): a frozen teacher then labels each subnet's own batch, an in-place one gives its
-    prediction on its own view of the same images.
+    prediction on its own view of the same images, or with `cfg.kd_view` 'student' its prediction on
+    each student's view (one more forward of the largest, without gradients, for each student).
 
     The teacher is the phase's: a frozen network, the largest subnet of this step (in place:
     it learns from the labels, the others from labels and its soft targets), or none. `teach`
@@ -328,11 +329,14 @@ def step_loss(
     reg = regularized(cfg, phase, len(subs), "label_smoothing")
     drop = regularized(cfg, phase, len(subs), "dropout")
     dropout = None if all(drop) else dropout_modules(model)
+    on_student_view = phase.teacher == "inplace" and teach and cfg.kd_view == "student"
     with counter if counter is not None else contextlib.nullcontext():
         for i, sub in enumerate(subs):
             if frozen and (soft is None or xs[i] is not xs[i - 1]):  # the teacher sees the view its student sees
                 with torch.no_grad():
                     soft = teacher(xs[i]).float()
+            if i > 0 and on_student_view and xs[i] is not xs[0]:
+                soft = _teacher_on(model, subs[0], xs[i], dropout, drop[0])
             model.set_active(sub)
             if dropout is not None:
                 set_dropout(dropout, drop[i])
@@ -347,6 +351,16 @@ def step_loss(
     if counter is not None:
         counter.scale(len(subs))  # grad_scaling 'usage': each weight as if every subnet had used it
     return total / len(subs)
+
+
+def _teacher_on(model: Supernet, largest: Any, x: torch.Tensor, dropout: Any, drop: bool) -> torch.Tensor:
+    """The in-place teacher's soft target on another view: the largest, as it trained this step (same weights, dropout
+    mode and batch statistics), on `x`, without gradients. The bare module, not the DDP wrapper: no reduction to arm."""
+    with torch.no_grad():
+        model.set_active(largest)
+        if dropout is not None:
+            set_dropout(dropout, drop)
+        return model(x).float()
 
 
 def _progress_bar(run: _Run, enabled: bool):
