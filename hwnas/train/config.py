@@ -299,8 +299,8 @@ SHORT_RUN_EPOCHS = 14.0
 epochs label smoothing 0.1 with a view per subnet is 1.04 points below neither, at 18.7 epochs 1.86 above; the
 difference crosses zero near 13.8 epochs if it moves linearly in between (not measured there). That was with label
 smoothing for every subnet; with it and the cutout kept to the largest (`regularize: largest`, the default since) the
-full recipe ties the short-run one at 11 epochs (-0.06 / +0.11 points, two seeds), so the rule costs nothing there and
-stays until shorter runs are measured."""
+full recipe ties the short-run one at 11 epochs (-0.06 / +0.11 points, two seeds) and is +0.57 points above it at 7
+epochs (one seed), so the rule buys nothing measured; it stays until a second seed at 7 epochs agrees."""
 
 DEFAULT_SCHEDULE = "sandwich"
 """The schedule that measured best on real images at CPU scale (BENCHMARKS.md, issue 9)."""
