@@ -1041,10 +1041,10 @@ def test_step_loss_trains_each_subnet_on_its_own_batch():
         step_loss(net, net, xs[:2], y, subs, phase, cfg, None)
 
 
-def test_kd_view_student_teaches_each_student_on_its_own_view():
+def test_kd_view_student_teaches_each_student_on_its_own_view(monkeypatch):
     """kd_view 'student': each student's soft target is the largest's prediction on that student's batch (checked
-    against the largest run on it by hand); 'teacher' gives the largest's prediction on its own batch. With one shared
-    batch both are the same target, so the loss is the same."""
+    against the largest run on it by hand), also when two students share one batch the largest did not see;
+    'teacher' gives the largest's prediction on its own batch. With one shared batch both are the same target."""
     from hwnas.train import api
 
     cfg, phase, subs, x, y, net = _micro_step(kd_weight=1.0, regularize="all")
@@ -1065,12 +1065,10 @@ def test_kd_view_student_teaches_each_student_on_its_own_view():
         return list(seen)
 
     student = cfg.model_copy(update={"kd_view": "student"})
-    api.subnet_loss = spy
-    try:
-        on_student, on_teacher = targets(student, xs), targets(cfg, xs)
-        shared = [targets(c, [x] * 3) for c in (student, cfg)]
-    finally:
-        api.subnet_loss = real
+    monkeypatch.setattr(api, "subnet_loss", spy)
+    on_student, on_teacher = targets(student, xs), targets(cfg, xs)
+    shared = [targets(c, [x] * 3) for c in (student, cfg)]
+    students_share = targets(student, [xs[0], xs[1], xs[1]])
     with torch.no_grad():
         net.set_active(subs[0])
         by_hand = [net(xi).float() for xi in xs]
@@ -1080,6 +1078,7 @@ def test_kd_view_student_teaches_each_student_on_its_own_view():
         assert torch.allclose(on_teacher[i], by_hand[0], atol=1e-5)
         assert not torch.allclose(on_student[i], on_teacher[i], atol=1e-3)
         assert torch.equal(shared[0][i], shared[1][i])
+        assert torch.allclose(students_share[i], by_hand[1], atol=1e-5)
 
 
 def test_cutout_in_the_training_config_blanks_a_square_of_each_training_image():

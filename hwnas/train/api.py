@@ -335,7 +335,7 @@ def step_loss(
             if frozen and (soft is None or xs[i] is not xs[i - 1]):  # the teacher sees the view its student sees
                 with torch.no_grad():
                     soft = teacher(xs[i]).float()
-            if i > 0 and on_student_view and xs[i] is not xs[0]:
+            if i > 0 and on_student_view and xs[i] is not xs[i - 1]:  # as the frozen teacher: once per distinct view
                 soft = _teacher_on(model, subs[0], xs[i], dropout, drop[0])
             model.set_active(sub)
             if dropout is not None:
