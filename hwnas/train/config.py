@@ -219,8 +219,8 @@ class TrainConfig(_Strict):
 
     def for_planned_epochs(self) -> "TrainConfig":
         """The config a run of these epochs trains with: below `regularize_from_epochs` in all, label
-        smoothing off, one shared view per step and no cutout (the first two measured worse there, better
-        on longer runs; cutout measured only on longer ones)."""
+        smoothing off, one shared view per step and no cutout. No default sets the threshold any more: with
+        both regularisers kept to the largest subnet the full recipe measured no worse on short runs."""
         if self.regularize_from_epochs is None or self.total_epochs >= self.regularize_from_epochs:
             return self
         return self.model_copy(update=dict(SHORT_RUN_OFF))
@@ -294,14 +294,6 @@ def _preset_phases(space: Space, digits: bool, schedule: str) -> list[dict[str, 
     return [sandwich_phase(100, 0.2 / 3, 2, per_step=3)]
 
 
-SHORT_RUN_EPOCHS = 14.0
-"""The small-image sandwich default's `regularize_from_epochs`. Measured on cifar10-small (BENCHMARKS.md): at 11.0
-epochs label smoothing 0.1 with a view per subnet is 1.04 points below neither, at 18.7 epochs 1.86 above; the
-difference crosses zero near 13.8 epochs if it moves linearly in between (not measured there). That was with label
-smoothing for every subnet; with it and the cutout kept to the largest (`regularize: largest`, the default since) the
-full recipe ties the short-run one at 11 epochs (-0.06 / +0.11 points, two seeds) and is +0.57 points above it at 7
-epochs (one seed), so the rule buys nothing measured; it stays until a second seed at 7 epochs agrees."""
-
 DEFAULT_SCHEDULE = "sandwich"
 """The schedule that measured best on real images at CPU scale (BENCHMARKS.md, issue 9)."""
 
@@ -335,15 +327,17 @@ def default_config(space: Space, data_spec: str, schedule: str | None = None) ->
         # each subnet of a step on its own crop and flip, with label smoothing 0.1: +1.86 points mean inherited
         # accuracy over 8 subnets at 18.7 epochs (a 45-minute run with two threads) on cifar10-small, the gap to the
         # alone nets -2.87 against -4.74; the views alone: +0.72 (BENCHMARKS.md, bench_recipes.py). Label smoothing
-        # had been off since it cost 0.41-0.58 points at 7-8.7 epochs with one shared view; at 11 epochs (one thread)
-        # this default is 1.04 points below the old one: runs planned for fewer than SHORT_RUN_EPOCHS train without both.
+        # had been off since it cost 0.41-0.58 points at 7-8.7 epochs with one shared view. With label smoothing and
+        # cutout for every subnet it was 1.04 points below that at 11 epochs, so shorter runs trained without them
+        # (regularize_from_epochs 14); with both kept to the largest (below) the full recipe ties the short-run one at 11
+        # epochs (-0.06 / +0.11, two seeds) and is above it at 7 (+0.57 / +1.43, two seeds), so every run keeps them.
         small["augment_per_subnet"] = True
         small["label_smoothing"] = 0.1
         # one 8x8 cutout square per subnet view (cutout 0.25): +0.28 / +0.63 points mean inherited accuracy at 18.7
         # epochs on cifar10-small (two seeds), the gap to the alone nets -2.10 / -1.64 against -2.38 / -2.26 (-2.21 /
         # -1.74 against two alone draws), the ranking kept (Spearman with MACs 0.90 / 0.95); cutout 0.375 was 0.50
-        # points worse, and kd_weight 0.75 with cutout +0.09 (within the seed spread, τ lower); not measured on
-        # shorter runs, which train without it
+        # points worse, and kd_weight 0.75 with cutout +0.09 (within the seed spread, τ lower); on shorter
+        # runs measured only within the full recipe (above)
         small["cutout"] = 0.25
         # label smoothing and cutout for the step's largest subnet only (BigNAS): +1.31 points mean inherited accuracy
         # at 18.7 epochs on cifar10-small over four seeds (-0.72 / +0.36 / +2.19 / +3.43 against the default before it
@@ -351,7 +345,6 @@ def default_config(space: Space, data_spec: str, schedule: str | None = None) ->
         # alone draws) on those seeds, -1.54 over eight seeds; Spearman with MACs 0.74-0.95 per seed, mean 0.87
         # (BENCHMARKS.md, bench_recipes.py)
         small["regularize"] = "largest"
-        small["regularize_from_epochs"] = SHORT_RUN_EPOCHS
     return TrainConfig.model_validate(small)
 
 
@@ -425,8 +418,6 @@ def resolve_config(space: Space, data_spec: str, config: "TrainConfig | str | Pa
         over["schedule"] = "custom"
     if "phases" in over:
         over["phases"] = _merge_phases(base["phases"], over["phases"], source)
-    if any(k in over for k in SHORT_RUN_OFF) and "regularize_from_epochs" not in over:
-        over["regularize_from_epochs"] = None  # what the user set explicitly holds for every length of run
     try:
         return TrainConfig.model_validate(_deep_merge(base, over))
     except ValidationError as e:
