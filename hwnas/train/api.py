@@ -332,10 +332,11 @@ def step_loss(
     on_student_view = phase.teacher == "inplace" and teach and cfg.kd_view == "student"
     with counter if counter is not None else contextlib.nullcontext():
         for i, sub in enumerate(subs):
-            if frozen and (soft is None or xs[i] is not xs[i - 1]):  # the teacher sees the view its student sees
+            new_view = i == 0 or xs[i] is not xs[i - 1]  # a teacher labels each distinct view once
+            if frozen and new_view:  # the teacher sees the view its student sees
                 with torch.no_grad():
                     soft = teacher(xs[i]).float()
-            if i > 0 and on_student_view and xs[i] is not xs[i - 1]:  # as the frozen teacher: once per distinct view
+            if i > 0 and on_student_view and new_view:
                 soft = _teacher_on(model, subs[0], xs[i], dropout, drop[0])
             model.set_active(sub)
             if dropout is not None:
