@@ -423,6 +423,8 @@ def _train_step(run: _Run, phase: PhaseConfig, xb: torch.Tensor, yb: torch.Tenso
     x = step_inputs(xb, resolution, run.ds, cfg, phase, len(subs), gen, device)
     run.optimizer.zero_grad(set_to_none=True)
     teach = _phase_iter(run) >= cfg.kd_start * phase_iters(cfg, index, run.iters_per_epoch)
+    # bf16 on CUDA only: under CPU autocast a sandwich step took 1.1x as long as in fp32 with avx512_bf16 (AMD EPYC)
+    # and 1.7x with AMX (Intel Xeon): scripts/bench_cpu_bf16.py, BENCHMARKS.md
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         mean_loss = step_loss(run.model, ddp, x, yb, subs, phase, cfg, run.teacher, teach)
     step_value = float(run.dist.mean(mean_loss))
