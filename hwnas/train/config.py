@@ -287,7 +287,8 @@ def _preset_phases(space: Space, digits: bool, schedule: str) -> list[dict[str, 
         return progressive_phases([60, 40, 10, 40, 10, 40], [0.1, 0.03, 0.02, 0.03, 0.02, 0.03], [2, 1, 0, 1, 0, 1], _PER_STEP)
     if schedule == "delayed":
         return [full_phase(40, 0.1, 2), sandwich_phase(60, 0.05, 1)]
-    # without distillation (default_config): +2.8 points over lr 0.1 with it, Spearman with MACs +0.86. 3 subnets
+    # lr 0.05 with 4 subnets per step, measured without distillation: +2.8 points over lr 0.1 with it, Spearman with
+    # MACs +0.86 (distillation came back later at half weight, default_config). 3 subnets
     # per step (largest, smallest, 1 random) at lr 0.2 / 3 (subnets x lr as with 4 at 0.05): an epoch costs about 20%
     # less, and in the time 4 per step train 7 epochs, 3 per step train 8.7 that score 1.56 points more over two seeds,
     # although at equal epochs 3 per step is 1.15 below 4 (BENCHMARKS.md, bench_recipes.py on cifar10-small)
