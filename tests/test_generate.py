@@ -426,10 +426,11 @@ def test_direct_route_when_the_time_budget_cannot_train_a_supernet(tiny_folder, 
 
     import hwnas.generate as gen
     from hwnas.export import read_metadata
+    from hwnas.generate import time_budget
     from hwnas.space import load_space, with_classes
     from hwnas.space.cost import macs
 
-    monkeypatch.setattr(gen, "MIN_SUPERNET_EPOCHS", 10**9)  # whatever the probe finds is too few
+    monkeypatch.setattr(time_budget, "MIN_SUPERNET_EPOCHS", 10**9)  # whatever the probe finds is too few
     kw = {k: v for k, v in KW.items() if k not in ("train_config", "search_options")}
     budget = 30.0
     t0 = time.perf_counter()

@@ -108,7 +108,7 @@ def _attempt(predicted: float, measured: float, budget: float):
 def test_rechoose_scales_predictions_by_the_worst_measured_ratio():
     """After a miss, the next candidate is chosen by the same rule among untried subnets whose prediction,
     scaled by the measured/predicted ratio, fits; none fitting gives the fastest predicted untried one."""
-    from hwnas.generate_direct import rechoose
+    from hwnas.generate.direct import rechoose
 
     sp = micro_space()
     model = MacsLatency(sp)
@@ -130,7 +130,7 @@ def test_rechoose_scales_predictions_by_the_worst_measured_ratio():
 
 
 def test_fallback_pick_prefers_the_accepted_then_the_fastest_within_then_the_fastest():
-    from hwnas.generate_direct import fallback_pick
+    from hwnas.generate.direct import fallback_pick
 
     subs = ["a", "b", "c"]
     assert fallback_pick(subs, [_attempt(1, 1.2, 1), _attempt(1, 1.1, 1), _attempt(1, 0.9, 1)]) == "c"
@@ -145,7 +145,7 @@ def test_run_direct_measures_again_after_a_miss_and_trains_what_fits_with_its_ma
     from types import SimpleNamespace
 
     import hwnas.train.standalone as standalone
-    from hwnas.generate_direct import MARGIN, run_direct
+    from hwnas.generate.direct import MARGIN, run_direct
 
     # step timing as on a fast machine, whatever the load: every subnet trains enough epochs, so the first choice is
     # the largest within the budget (on a loaded machine the epochs rule picked a small one that fit at once)
@@ -178,7 +178,7 @@ def test_run_direct_mirrors_images_only_when_the_data_allows(monkeypatch):
     from types import SimpleNamespace
 
     import hwnas.train.standalone as standalone
-    from hwnas.generate_direct import run_direct
+    from hwnas.generate.direct import run_direct
 
     sp = micro_space()
     model = MacsLatency(sp)
