@@ -25,7 +25,7 @@ def run_one(data: str, setting: str) -> list[float]:
     from hwnas.data import augment_batch, load_dataset
     from hwnas.space import load_space, with_classes
     from hwnas.supernet import Supernet
-    from hwnas.train.api import step_loss
+    from hwnas.train.step import step_loss
     from hwnas.train.config import default_config
     from hwnas.train.phases import sample_step
     from hwnas.train.schedule import make_optimizer

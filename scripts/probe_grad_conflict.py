@@ -33,7 +33,7 @@ from hwnas.data import load_dataset  # noqa: E402
 from hwnas.data.loader import BatchIterator  # noqa: E402
 from hwnas.space import load_space, with_classes  # noqa: E402
 from hwnas.supernet import Supernet  # noqa: E402
-from hwnas.train.api import regularized, step_inputs, subnet_loss  # noqa: E402
+from hwnas.train.step import regularized, step_inputs, subnet_loss  # noqa: E402
 from hwnas.train.checkpoint import load_supernet  # noqa: E402
 from hwnas.train.config import resolve_config  # noqa: E402
 from hwnas.train.phases import sample_step  # noqa: E402

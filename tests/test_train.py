@@ -23,6 +23,7 @@ from hwnas.train.evaluate import accuracy, evaluate_subnet
 from hwnas.train.losses import adaptive_alpha_loss, alpha_divergence, distillation_loss, kd_loss, soft_target_ce, training_loss
 from hwnas.train.phases import eval_subnets, phase_space, sample_step
 from hwnas.train.schedule import CosineSchedule, make_optimizer
+import hwnas.train.step as step_mod
 
 
 def micro_space(num_classes: int = 2) -> Space:
@@ -515,14 +516,14 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path, tiny_data
     import hwnas.train.api as api
 
     calls = {"n": 0}
-    real_loss = api.training_loss
+    real_loss = step_mod.training_loss
 
     def flaky(*a, **k):  # finite for the whole first phase (5 steps), then NaN
         calls["n"] += 1
         loss = real_loss(*a, **k)
         return loss * float("nan") if calls["n"] > 5 else loss
 
-    monkeypatch.setattr(api, "training_loss", flaky)
+    monkeypatch.setattr(step_mod, "training_loss", flaky)
     # the cost probe (which also computes losses, on a copy) is not under test here
     monkeypatch.setattr(api, "probe_costs", lambda model, cfg, *a, **k: ({p.name: 0.01 for p in cfg.phases}, []))
     out = tmp_path / "sn.pt"
@@ -569,7 +570,6 @@ def test_train_in_process_result_and_checkpoint(tmp_path: Path, tiny_data: str, 
 
 def test_in_place_distillation_teaches_with_the_largest_subnet_of_the_step(monkeypatch: pytest.MonkeyPatch):
     """Sandwich step: the largest subnet learns from labels, every other one also from its detached logits."""
-    import hwnas.train.api as api
 
     sp = micro_space()
     cfg = default_config(sp, "x").model_copy(update={"kd_weight": 1.0})  # the full weight, not the small-image default's half
@@ -577,18 +577,18 @@ def test_in_place_distillation_teaches_with_the_largest_subnet_of_the_step(monke
     net = Supernet(sp)
     calls: list[torch.Tensor | None] = []
     outputs: list[torch.Tensor] = []
-    real = api.training_loss
+    real = step_mod.training_loss
 
     def spy(logits, labels, teacher_logits, **k):
         calls.append(teacher_logits)
         outputs.append(logits.detach())
         return real(logits, labels, teacher_logits, **k)
 
-    monkeypatch.setattr(api, "training_loss", spy)
+    monkeypatch.setattr(step_mod, "training_loss", spy)
     ds = tiny_dataset(n_train=8)
     _, subs = sample_step(sp, phase, 0, 0, 0, 0)
     x = ds.train_x.float() / 255
-    loss = api.step_loss(net, net, x, ds.train_y, subs, phase, cfg, None)
+    loss = step_mod.step_loss(net, net, x, ds.train_y, subs, phase, cfg, None)
     assert calls[0] is None and len(calls) == phase.subnets_per_step == len(subs) >= 3
     assert all(c is not None and torch.equal(c, outputs[0]) for c in calls[1:])
     assert torch.isfinite(loss) and any(p.grad is not None for p in net.parameters())
@@ -655,7 +655,7 @@ def _micro_step(**over):
 def test_step_loss_before_kd_start_uses_labels_alone():
     """teach=False (the steps before kd_start) gives exactly the loss of kd_weight 0; teach=True adds
     the in-place teacher's soft targets."""
-    from hwnas.train.api import step_loss
+    from hwnas.train.step import step_loss
 
     cfg, phase, subs, x, y, net = _micro_step(kd_weight=1.0)
 
@@ -816,7 +816,7 @@ def test_usage_scaling_averages_each_weight_over_the_subnets_that_used_it():
     """grad_scaling 'usage': a step's summed gradient, per element, times n / (subnets whose gradient touched it).
     Checked against each subnet's own gradient computed separately: weights only the largest subnet uses get n times
     its gradient, weights every subnet uses keep the plain sum."""
-    from hwnas.train.api import step_loss
+    from hwnas.train.step import step_loss
 
     cfg, phase, subs, x, y, net = _micro_step(kd_weight=0.0, zero_init_residual=False, regularize="all")
 
@@ -843,7 +843,7 @@ def test_usage_scaling_averages_each_weight_over_the_subnets_that_used_it():
 def test_regularize_largest_smooths_the_labels_of_the_largest_only():
     """regularize 'largest' (BigNAS): the step's loss is the largest's label-smoothed loss plus the others' plain
     ones; 'all' smooths every subnet's."""
-    from hwnas.train.api import step_loss
+    from hwnas.train.step import step_loss
 
     cfg, phase, subs, x, y, net = _micro_step(kd_weight=0.0, label_smoothing=0.2, regularize="all")
     assert phase.sampler == "sandwich" and len(subs) == 3
@@ -865,7 +865,7 @@ def test_regularize_largest_smooths_the_labels_of_the_largest_only():
 
 
 def test_regularized_subnets_follow_the_sampler():
-    from hwnas.train.api import regularized
+    from hwnas.train.step import regularized
 
     cfg, phase, *_ = _micro_step(regularize="all")
     assert regularized(cfg, phase, 3) == [True, True, True]
@@ -882,7 +882,7 @@ def test_cutout_goes_to_the_regularized_subnets_views_only(per_subnet: bool):
     """With one shared view, the largest's copy has the hole and the others keep the view whole; with a view per
     subnet, only the regularized ones have a hole. Outside the hole the largest's copy is the shared view."""
     from hwnas.data import load_dataset
-    from hwnas.train.api import step_inputs
+    from hwnas.train.step import step_inputs
 
     ds = load_dataset("digits")
     cfg, *_ = _micro_step(cutout=0.5, augment_per_subnet=per_subnet, regularize="largest")
@@ -1000,7 +1000,7 @@ def test_step_inputs_share_one_draw_by_default_and_draw_per_subnet_when_asked():
     would (so the default's random stream is unchanged); augment_per_subnet: distinct draws, one per subnet, the
     first of them the same as the shared draw, all reproducible from the seed."""
     from hwnas.data import augment_batch
-    from hwnas.train.api import step_inputs
+    from hwnas.train.step import step_inputs
 
     ds = tiny_dataset(n_train=16)
     cfg = default_config(micro_space(), "x").model_copy(update={"regularize": "all"})  # every view as augment_batch draws it
@@ -1023,7 +1023,7 @@ def test_step_inputs_share_one_draw_by_default_and_draw_per_subnet_when_asked():
 def test_step_loss_trains_each_subnet_on_its_own_batch():
     """A list of batches: subnet i's loss is computed on batch i (checked against each subnet alone on its batch);
     a list of the wrong length is refused."""
-    from hwnas.train.api import step_loss
+    from hwnas.train.step import step_loss
 
     cfg, phase, subs, x, y, net = _micro_step(kd_weight=0.0, regularize="all")  # each subnet alone: smoothed alike
     xs = [x, x.flip(-1), x * 0.5][: len(subs)]
@@ -1040,14 +1040,13 @@ def test_kd_view_student_teaches_each_student_on_its_own_view(monkeypatch):
     """kd_view 'student': each student's soft target is the largest's prediction on that student's batch (checked
     against the largest run on it by hand), also when two students share one batch the largest did not see;
     'teacher' gives the largest's prediction on its own batch. With one shared batch both are the same target."""
-    from hwnas.train import api
 
     cfg, phase, subs, x, y, net = _micro_step(kd_weight=1.0, regularize="all")
     assert phase.teacher == "inplace" and len(subs) == 3
     g = torch.Generator().manual_seed(7)
     xs = [torch.randn(x.shape, generator=g) for _ in subs]
     seen: list[torch.Tensor | None] = []
-    real = api.subnet_loss
+    real = step_mod.subnet_loss
 
     def spy(logits, yy, soft, c, reg):
         seen.append(None if soft is None else soft.clone())
@@ -1056,11 +1055,11 @@ def test_kd_view_student_teaches_each_student_on_its_own_view(monkeypatch):
     def targets(c: TrainConfig, batches: list[torch.Tensor]) -> list[torch.Tensor | None]:
         seen.clear()
         net.zero_grad()
-        api.step_loss(net, net, batches, y, subs, phase, c, None)
+        step_mod.step_loss(net, net, batches, y, subs, phase, c, None)
         return list(seen)
 
     student = cfg.model_copy(update={"kd_view": "student"})
-    monkeypatch.setattr(api, "subnet_loss", spy)
+    monkeypatch.setattr(step_mod, "subnet_loss", spy)
     on_student, on_teacher = targets(student, xs), targets(cfg, xs)
     shared = [targets(c, [x] * 3) for c in (student, cfg)]
     students_share = targets(student, [xs[0], xs[1], xs[1]])
@@ -1077,7 +1076,7 @@ def test_kd_view_student_teaches_each_student_on_its_own_view(monkeypatch):
 
 
 def test_cutout_in_the_training_config_blanks_a_square_of_each_training_image():
-    from hwnas.train.api import step_inputs
+    from hwnas.train.step import step_inputs
 
     ds = tiny_dataset(n_train=16)
     cfg = default_config(micro_space(), "x").model_copy(update={"cutout": 0.5, "flip": False})
@@ -1090,7 +1089,7 @@ def test_cutout_in_the_training_config_blanks_a_square_of_each_training_image():
 
 def test_frozen_teacher_labels_the_view_each_subnet_sees():
     """With one batch per subnet the frozen teacher runs on each subnet's own batch; with one shared batch, once."""
-    from hwnas.train.api import step_loss
+    from hwnas.train.step import step_loss
 
     cfg, _, subs, x, y, net = _micro_step(kd_weight=1.0)
     phase = cfg.phases[0].model_copy(update={"teacher": "frozen", "sampler": "random"})
@@ -1123,7 +1122,6 @@ def test_largest_only_dropout_trains_only_the_largest_with_dropout(monkeypatch: 
     """With 'dropout' in largest_only (and regularize 'largest') the other subnets of a step run their dropout in eval
     mode (their logits do not depend on the random state), BN stays on batch statistics, and the model is back in
     train mode after the step; the largest keeps its dropout."""
-    import hwnas.train.api as api
 
     sp = _dropout_space()
     cfg = default_config(sp, "x").model_copy(update=dict(regularize=regularize, largest_only=largest_only))
@@ -1137,13 +1135,13 @@ def test_largest_only_dropout_trains_only_the_largest_with_dropout(monkeypatch: 
     bn_modes: list[bool] = []
     net.stem.register_forward_pre_hook(lambda m, a: bn_modes.append(all(b.training for b in net.modules()
                                                                           if isinstance(b, torch.nn.BatchNorm2d))))
-    real = api.training_loss
+    real = step_mod.training_loss
     outs: list[torch.Tensor] = []
-    monkeypatch.setattr(api, "training_loss", lambda logits, *a, **k: (outs.append(logits.detach()), real(logits, *a, **k))[1])
+    monkeypatch.setattr(step_mod, "training_loss", lambda logits, *a, **k: (outs.append(logits.detach()), real(logits, *a, **k))[1])
     for seed in (1, 2):  # the same step under two random states
         torch.manual_seed(seed)
         net.zero_grad()
-        api.step_loss(net, net, x, y, subs, phase, cfg, None)
+        step_mod.step_loss(net, net, x, y, subs, phase, cfg, None)
     n = len(subs)
     assert n >= 3 and len(outs) == 2 * n
     assert all(m.training for m in net.modules()) and all(bn_modes)
@@ -1155,7 +1153,7 @@ def test_largest_only_dropout_trains_only_the_largest_with_dropout(monkeypatch: 
 def test_largest_only_names_the_regularisers_the_largest_keeps_to_itself():
     """regularize 'largest' restricts only what largest_only names: label smoothing for every subnet with
     largest_only [cutout], the cutout still for the largest alone; regularize 'all' restricts nothing."""
-    from hwnas.train.api import regularized
+    from hwnas.train.step import regularized
 
     base = default_config(micro_space(), "x")
     phase = base.phases[0]
@@ -1175,16 +1173,15 @@ def test_largest_only_names_the_regularisers_the_largest_keeps_to_itself():
 
 def test_cutout_for_the_largest_alone_with_label_smoothing_for_all(monkeypatch: pytest.MonkeyPatch):
     """largest_only [cutout]: every subnet's loss is label-smoothed, and only the largest's view has the hole."""
-    import hwnas.train.api as api
 
     cfg, phase, subs, x, y, net = _micro_step(regularize="largest", largest_only=["cutout"], label_smoothing=0.1,
                                               cutout=0.5, augment_per_subnet=False)
     smoothing: list[float] = []
-    real = api.training_loss
-    monkeypatch.setattr(api, "training_loss", lambda *a, **k: (smoothing.append(k["label_smoothing"]), real(*a, **k))[1])
-    api.step_loss(net, net, x, y, subs, phase, cfg, None)
+    real = step_mod.training_loss
+    monkeypatch.setattr(step_mod, "training_loss", lambda *a, **k: (smoothing.append(k["label_smoothing"]), real(*a, **k))[1])
+    step_mod.step_loss(net, net, x, y, subs, phase, cfg, None)
     assert smoothing == [0.1] * len(subs)
     ds = tiny_dataset(n_train=6)
-    views = api.step_inputs(ds.train_x, subs[0].resolution, ds, cfg, phase, len(subs), torch.Generator().manual_seed(0),
+    views = step_mod.step_inputs(ds.train_x, subs[0].resolution, ds, cfg, phase, len(subs), torch.Generator().manual_seed(0),
                             torch.device("cpu"))
     assert not torch.equal(views[0], views[1]) and torch.equal(views[1], views[2])  # one shared view, the largest's cut

@@ -19,6 +19,7 @@ from PIL import Image
 
 from hwnas.cli import main as cli_main
 from hwnas.train.checkpoint import load_checkpoint, load_supernet
+import hwnas.train.step as step_mod
 
 MICRO_SPACE = dict(
     name="micro", num_classes=2,
@@ -171,10 +172,9 @@ def test_resume_after_sigkill_ends_like_an_uninterrupted_run(workdir: Path, tmp_
 
 
 def test_nan_loss_exits_1_with_a_clear_message(workdir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys):
-    import hwnas.train.api as api
 
-    real = api.training_loss
-    monkeypatch.setattr(api, "training_loss", lambda *a, **k: real(*a, **k) * float("inf"))
+    real = step_mod.training_loss
+    monkeypatch.setattr(step_mod, "training_loss", lambda *a, **k: real(*a, **k) * float("inf"))
     out = tmp_path / "nan.pt"
     code = cli_main(["train", "--space", str(workdir / "space.yaml"), "--data", str(workdir / "data"), "--out", str(out),
                      "--config", str(workdir / "tiny.yaml"), "--no-progress"])
