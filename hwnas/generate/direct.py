@@ -201,8 +201,8 @@ def plot_candidates(run: DirectRun, sp: Any, model: Any, budget_ms: float, path:
 
 
 def finish_direct(direct: Any, sp: Any, tab: Any, predictor: Any, ds: Any, budget_ms: float, out_dir: Path, *, data: str,
-                   table_path: Path, table_cache: str, local: bool, stages: dict[str, float], warnings: list[str], t0: float,
-                   budget_s: float, cfg: Any, progress: bool, int8: bool = False, ort_format: bool = False) -> dict[str, Any]:
+                  table_path: Path, table_cache: str, local: bool, stages: dict[str, float], warnings: list[str], t0: float,
+                  budget_s: float, cfg: Any, progress: bool, int8: bool = False, ort_format: bool = False) -> dict[str, Any]:
     """Deliver the directly trained subnet like any other (export_within_budget: measured, exit 3 when over),
     write the search-style outputs and the report."""
     from types import SimpleNamespace

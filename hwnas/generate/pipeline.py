@@ -15,9 +15,9 @@ from hwnas.errors import UserError
 from hwnas.fileio import write_json, write_text
 from hwnas.generate import time_budget as tb
 from hwnas.generate.caches import cached_supernet, cached_table
-from hwnas.generate.direct import finish_direct, run_direct
 from hwnas.generate.delivery import (check_candidate, choose_within_budget, delivery_fields, explain_miss,
                                      export_within_budget, feed_back_measured, raise_if_over, table_is_local)
+from hwnas.generate.direct import finish_direct, run_direct
 from hwnas.generate.int8 import int8_finalists, score_finalists
 from hwnas.generate.progress import log as _log
 from hwnas.generate.report import render_report
