@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hwnas.errors import UserError
 from hwnas.fileio import atomic_path
+from hwnas.progress import log as _log
 from hwnas.export import onnx_stages
 from hwnas.export.check import accuracy_from_logits, preprocess, torch_logits
 from hwnas.export.fold import fold_batchnorm
@@ -78,11 +78,6 @@ class ExportResult(BaseModel):
         if self.latency_precision == "int8" and self.int8_measured_latency_ms is not None:
             return self.int8_measured_latency_ms
         return self.measured_latency_ms
-
-
-def _log(progress: bool, msg: str) -> None:
-    if progress:
-        print(msg, file=sys.stderr, flush=True)
 
 
 def _table_of(table: Any, space) -> Any:

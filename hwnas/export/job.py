@@ -7,13 +7,14 @@ is one more stage appended to the list, not a branch inside a long function.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
+
+from hwnas.progress import log
 
 
 @dataclass
@@ -76,8 +77,7 @@ class ExportJob:
         return [float(v) for v in self.ds.std]
 
     def log(self, msg: str) -> None:
-        if self.progress:
-            print(msg, file=sys.stderr, flush=True)
+        log(self.progress, msg)
 
 
 Stage = Callable[[ExportJob], None]

@@ -11,7 +11,7 @@ from typing import Any
 
 from hwnas.cache import cache_dir, digest
 from hwnas.errors import UserError
-from hwnas.generate.progress import log as _log
+from hwnas.progress import log as _log
 
 
 def table_cache_key(space, *, threads: int, provider: str, int8: bool, resolutions: list[int] | None) -> dict[str, Any]:

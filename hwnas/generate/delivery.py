@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hwnas.generate.progress import log as _log
+from hwnas.progress import log as _log
 from hwnas.generate.results import Attempt, GenerateResult
 
 BUDGET_TOLERANCE = 0.0

@@ -20,12 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from hwnas.fileio import atomic_path, write_json, write_text
-from hwnas.generate.delivery import (delivery_fields, explain_miss, export_within_budget, feed_back_measured,
-                                     raise_if_over)
-from hwnas.generate.progress import log as _log
-from hwnas.generate.report import render_report
-from hwnas.generate.results import GenerateResult
+from hwnas.fileio import atomic_path, write_json
+from hwnas.generate.finish import delivered_acc, deliver, finish
 
 MAX_MEASURED = 5
 """Candidates measured before training at most (the choice, then re-chosen under the measured budget)."""
@@ -209,33 +205,13 @@ def finish_direct(direct: Any, sp: Any, tab: Any, predictor: Any, ds: Any, budge
 
     from hwnas.supernet import Supernet
 
-    t = time.perf_counter()
     cand = SimpleNamespace(subnet=direct.subnet, predicted_latency_ms=direct.predicted_latency_ms, predicted_acc=None)
-    delivery = export_within_budget(Supernet(sp), ds, tab, [], cand, direct.attempts, budget_ms, out_dir, local=local,
-                                    int8=int8, ort_format=ort_format, tuned=direct.weights, progress=progress)
-    explain_miss(delivery, tab, local=local, progress=progress)
-    exp, attempts, files = delivery.export, delivery.attempts, delivery.files
-    stages["export"] = time.perf_counter() - t
-    feed_back_measured(tab, sp, attempts, table_path, cached=table_cache != "given", local=local, progress=progress)
-    warnings.extend(exp.warnings)
-    warnings.extend(delivery.warnings)
-    val_acc = exp.int8_val_acc if int8 and exp.int8_val_acc is not None else exp.val_acc
-    write_direct_outputs(direct, sp, predictor, val_acc, budget_ms, out_dir,
+    delivery = deliver(Supernet(sp), ds, tab, sp, [], cand, direct.attempts, budget_ms, out_dir, tuned=direct.weights,
+                       table_path=table_path, table_cache=table_cache, local=local, int8=int8, ort_format=ort_format,
+                       stages=stages, warnings=warnings, progress=progress)
+    write_direct_outputs(direct, sp, predictor, delivered_acc(delivery, int8), budget_ms, out_dir,
                          f"{sp.name} on {data}: no supernet (time budget too short); candidates within {budget_ms:g} ms")
-    report_path = out_dir / "report.md"
-    res = GenerateResult(
-        onnx=str(files["onnx"]), report=str(report_path), measured_latency_ms=delivery.measured_ms,
-        predicted_latency_ms=direct.predicted_latency_ms, val_acc=val_acc, budget_ms=budget_ms,
-        seconds=time.perf_counter() - t0, within_budget=delivery.within_budget, val_acc_torch=exp.val_acc_torch,
-        predicted_acc=None, max_abs_diff=exp.max_abs_diff, best=str(out_dir / "best.json"),
-        pareto=str(out_dir / "pareto.json"), plot=str(out_dir / "pareto.png"), space=sp.name, data=data,
-        subnet=exp.subnet, macs=exp.macs, params=exp.params, table=str(table_path), supernet="",
-        cache={"table": table_cache, "supernet": "skipped"}, stage_seconds=stages, attempts=attempts,
-        **delivery_fields(delivery, int8), warnings=warnings, time_budget_s=budget_s, finetune=direct.train,
-        schedule="", route="direct",
-    )
-    write_text(report_path, render_report(res, exp, tab, sp, None, cfg, list(ds.mean), list(ds.std)))
-    raise_if_over(res, delivery, budget_ms, report_path)
-    _log(progress, f"done in {res.seconds:.1f} s: {files['onnx']} measured {res.measured_latency_ms:.3f} ms (budget {budget_ms:g} ms), "
-                   f"validation accuracy {val_acc:.4f}; report {report_path}")
-    return res.model_dump(mode="json")
+    return finish(delivery, sp=sp, tab=tab, ds=ds, cfg=cfg, search=None, budget_ms=budget_ms, out_dir=out_dir, data=data,
+                  table_path=table_path, stages=stages, warnings=warnings, t0=t0, budget_s=budget_s, int8=int8,
+                  progress=progress, predicted_latency_ms=direct.predicted_latency_ms, predicted_acc=None, supernet="",
+                  cache={"table": table_cache, "supernet": "skipped"}, finetune=direct.train, schedule="", route="direct")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hwnas.generate.progress import log as _log
+from hwnas.progress import log as _log
 from hwnas.generate.results import Int8Finalist
 
 INT8_FINALISTS = 3

@@ -12,16 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from hwnas.errors import UserError
-from hwnas.fileio import write_json, write_text
+from hwnas.fileio import write_json
 from hwnas.generate import time_budget as tb
 from hwnas.generate.caches import cached_supernet, cached_table
-from hwnas.generate.delivery import (check_candidate, choose_within_budget, delivery_fields, explain_miss,
-                                     export_within_budget, feed_back_measured, raise_if_over, table_is_local)
+from hwnas.generate.delivery import check_candidate, choose_within_budget, table_is_local
 from hwnas.generate.direct import finish_direct, run_direct
+from hwnas.generate.finish import deliver, finish
 from hwnas.generate.int8 import int8_finalists, score_finalists
-from hwnas.generate.progress import log as _log
-from hwnas.generate.report import render_report
-from hwnas.generate.results import LOOKAHEAD, GenerateResult
+from hwnas.progress import log as _log
+from hwnas.generate.results import LOOKAHEAD
 
 DEFAULT_DATA = "digits"
 DEFAULT_SPACE = "mbv3-tiny"
@@ -265,46 +264,21 @@ def _generate(budget_ms: float, out: str | os.PathLike[str], *, data: str, space
     stages["finetune"] = time.perf_counter() - t
 
     # 7. export candidates, each measured as delivered, until one keeps the budget (and, INT8, its accuracy)
-    t = time.perf_counter()
-    delivery = export_within_budget(net, ds, tab, front, cand, attempts, budget_ms, out_dir, local=local, int8=int8,
-                                    ort_format=ort_format, tuned=tuned, progress=progress)
-    explain_miss(delivery, tab, local=local, progress=progress)
-    exp, attempts = delivery.export, delivery.attempts
-    stages["export"] = time.perf_counter() - t
-    feed_back_measured(tab, sp, attempts, table_path, cached=table_cache != "given", local=local, progress=progress)
-    warnings.extend(exp.warnings)
-    warnings.extend(delivery.warnings)
+    delivery = deliver(net, ds, tab, sp, front, cand, attempts, budget_ms, out_dir, tuned=tuned, table_path=table_path,
+                       table_cache=table_cache, local=local, int8=int8, ort_format=ort_format, stages=stages,
+                       warnings=warnings, progress=progress)
+    exp = delivery.export
     chosen = net.space.validate_subnet(exp.subnet)
-    best_path = out_dir / "best.json"
     if chosen.model_dump(mode="json") != result.best[0].subnet.model_dump(mode="json"):  # best.json names the subnet delivered
-        write_json(best_path, chosen.model_dump(mode="json"))
+        write_json(out_dir / "best.json", chosen.model_dump(mode="json"))
 
-    # 8. report
-    t = time.perf_counter()
-    report_path = out_dir / "report.md"
-    stages["report"] = 0.0  # filled in below, once the report has been rendered
-    seconds = time.perf_counter() - t0
-    files = delivery.files
-    res = GenerateResult(
-        onnx=str(files["onnx"]), report=str(report_path), measured_latency_ms=delivery.measured_ms,
-        predicted_latency_ms=float(exp.predicted_latency_ms if exp.predicted_latency_ms is not None else attempts[-1].predicted_latency_ms),
-        val_acc=exp.int8_val_acc if int8 and exp.int8_val_acc is not None else exp.val_acc,
-        budget_ms=float(budget_ms), seconds=seconds, within_budget=delivery.within_budget, val_acc_torch=exp.val_acc_torch,
-        predicted_acc=delivery.predicted_acc, max_abs_diff=exp.max_abs_diff, best=str(best_path),
-        pareto=str(out_dir / "pareto.json"), plot=str(out_dir / "pareto.png"), space=sp.name, data=data,
-        subnet=exp.subnet, macs=exp.macs, params=exp.params, table=str(table_path), supernet=str(ckpt),
-        cache={"table": table_cache, "supernet": sup_cache}, stage_seconds=stages, attempts=attempts,
-        **delivery_fields(delivery, int8), warnings=warnings, time_budget_s=budget_s, finetune=finetune, schedule=cfg.schedule,
-        int8_finalists=finalists,
-    )
-    write_text(report_path, render_report(res, exp, tab, sp, result, cfg, list(ds.mean), list(ds.std)))
-    res.stage_seconds["report"] = time.perf_counter() - t
-    res.seconds = time.perf_counter() - t0
-    write_text(report_path, render_report(res, exp, tab, sp, result, cfg, list(ds.mean), list(ds.std)))  # with the final timings
-    raise_if_over(res, delivery, budget_ms, report_path)
-    _log(progress, f"done in {res.seconds:.1f} s: {files['onnx']} measured {res.measured_latency_ms:.3f} ms "
-                   f"(budget {budget_ms:g} ms), validation accuracy {res.val_acc:.4f}; report {report_path}")
-    return res.model_dump(mode="json")
+    # 8. result and report
+    predicted_ms = exp.predicted_latency_ms if exp.predicted_latency_ms is not None else delivery.attempts[-1].predicted_latency_ms
+    return finish(delivery, sp=sp, tab=tab, ds=ds, cfg=cfg, search=result, budget_ms=budget_ms, out_dir=out_dir, data=data,
+                  table_path=table_path, stages=stages, warnings=warnings, t0=t0, budget_s=budget_s, int8=int8,
+                  progress=progress, predicted_latency_ms=float(predicted_ms), predicted_acc=delivery.predicted_acc,
+                  supernet=str(ckpt), cache={"table": table_cache, "supernet": sup_cache}, finetune=finetune,
+                  schedule=cfg.schedule, int8_finalists=finalists)
 
 
 def trust_table(tab: Any, path: Path, *, given: bool, force: bool) -> str | None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from hwnas.generate.progress import log as _log
+from hwnas.progress import log as _log
 
 TRAIN_SHARE = 0.4
 """Share of generate's --time-budget that plans the supernet's training."""

@@ -24,19 +24,13 @@ from hwnas.latency.predictor import fit_calibration
 from hwnas.latency.table import (
     CalibrationPoint, EntryStats, Fingerprint, LatencyTable, NoiseReport, now_iso, space_digest,
 )
+from hwnas.progress import log as _log
 from hwnas.runtime import LatencyStats, MeasureProtocol, check_target, legacy_protocol, ortbench
 from hwnas.space import Space, Subnet, build_plan, plan_cost
 
 CALIBRATION_SEED = 1_000_003  # calibration subnets; `latency validate` draws others and excludes these
 DEFAULT_CALIBRATION_SUBNETS = 80
 CAL_PREFIX = "net:"
-
-
-def _log(msg: str, enabled: bool) -> None:
-    if enabled:
-        import sys
-
-        print(msg, file=sys.stderr, flush=True)
 
 
 def check_resolutions(space: Space, resolutions: list[int] | None) -> list[int]:
@@ -226,8 +220,8 @@ def profile_space(
     t0 = time.time()
     plan = make_plan(space, res, int8=int8, calibration_subnets=calibration_subnets, progress=progress)
     jobs = plan.jobs()
-    _log(f"measuring {len(plan.entries)} pieces and {len(plan.calibration)} calibration subnets "
-         f"({threads} thread{'s' if threads > 1 else ''}, {provider}{', int8' if int8 else ''})", progress)
+    _log(progress, f"measuring {len(plan.entries)} pieces and {len(plan.calibration)} calibration subnets "
+                   f"({threads} thread{'s' if threads > 1 else ''}, {provider}{', int8' if int8 else ''})")
     results, noise = measure_checked(jobs, plan.calibration, protocol, threads, provider, progress)
     fp = ortbench.fingerprint(provider, threads, 1)
     table = build_table(space, res, int8, fp, protocol, results, plan.calibration, source="local", seconds=time.time() - t0, where=str(out))
@@ -323,13 +317,13 @@ def measure_checked(
         if noise.trusted:
             break
         if rounds < MAX_ROUNDS:
-            _log(f"warning: this machine is busy or noisy ({noise.reason}); measuring everything once more", progress)
+            _log(progress, f"warning: this machine is busy or noisy ({noise.reason}); measuring everything once more")
     assert best is not None
     results, noise = best
     noise = noise.model_copy(update={"rounds": rounds})
     if not noise.trusted:
-        _log(f"warning: the table is NOT trustworthy: {noise.reason}. Profile again on a quiet machine (close other "
-             f"programs); `hwnas generate` refuses this table unless given --force-table", True)
+        _log(True, f"warning: the table is NOT trustworthy: {noise.reason}. Profile again on a quiet machine (close other "
+                   f"programs); `hwnas generate` refuses this table unless given --force-table")
     return results, noise
 
 

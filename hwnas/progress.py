@@ -1,4 +1,4 @@
-"""generate's progress lines (stderr, only when asked for)."""
+"""Progress lines: stderr (stdout stays for --json), flushed, and only when the caller asked for them."""
 
 from __future__ import annotations
 
