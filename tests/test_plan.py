@@ -207,11 +207,11 @@ def test_probe_times_steady_state_not_first_use_of_a_shape(monkeypatch: pytest.M
     shape: seconds); the probe must time repeated shapes, or a GPU plan is 50x too pessimistic."""
     import torch
 
-    import hwnas.train.api as api
+    import hwnas.train.probe as probe
     from hwnas.supernet import Supernet
 
     seen: set[str] = set()
-    real = api.step_loss
+    real = probe.step_loss
 
     def cold_first_use(model, forward, x, y, subs, *a, **k):
         key = "|".join(s.key() for s in subs)
@@ -223,9 +223,9 @@ def test_probe_times_steady_state_not_first_use_of_a_shape(monkeypatch: pytest.M
     space = micro_space()
     ds = tiny_dataset(n_train=16)
     cfg = default_config(space, "x").model_copy(update={"batch_size": 8})
-    warm, _ = api.probe_costs(Supernet(space), cfg, space, ds, torch.device("cpu"))  # the machine's pace now
-    monkeypatch.setattr(api, "step_loss", cold_first_use)
-    costs, _ = api.probe_costs(Supernet(space), cfg, space, ds, torch.device("cpu"))
+    warm, _ = probe.probe_costs(Supernet(space), cfg, space, ds, torch.device("cpu"))  # the machine's pace now
+    monkeypatch.setattr(probe, "step_loss", cold_first_use)
+    costs, _ = probe.probe_costs(Supernet(space), cfg, space, ds, torch.device("cpu"))
     assert len(seen) >= 2  # several sample sets were probed
     # every probed step draws new subnets, so timing a first use would add the whole 0.3 s; measured against
     # the same probe without it (not a fixed threshold), so a busy machine does not fail the test

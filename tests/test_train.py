@@ -745,7 +745,10 @@ def test_a_short_run_stores_and_trains_the_short_run_recipe(tmp_path: Path, tiny
             seen.append((len({id(t) for t in x}) if isinstance(x, list) else 1, cfg.label_smoothing))
         return real(model, forward, x, y, subs, phase, cfg, *a, **k)
 
+    import hwnas.train.probe as probe
+
     monkeypatch.setattr(api, "step_loss", spy)
+    monkeypatch.setattr(probe, "step_loss", spy)  # the cost probe's steps too: they come first
     cfg = TrainConfig.model_validate(dict(
         schedule="custom", batch_size=8, eval_subnets=0, checkpoint_every_seconds=0, augment_per_subnet=True,
         label_smoothing=0.1, regularize_from_epochs=1.0,
@@ -754,7 +757,7 @@ def test_a_short_run_stores_and_trains_the_short_run_recipe(tmp_path: Path, tiny
     out = tmp_path / "short.pt"
     res = api.train_supernet(micro_space(), tiny_data, out, config=cfg, progress=True)
     assert "fewer than regularize_from_epochs 1: no label smoothing, one shared view per step" in capsys.readouterr().err
-    run_steps = seen[2 * api.PROBE_STEPS:]  # the cost probe's steps (each timed one after an untimed one) come first
+    run_steps = seen[2 * probe.PROBE_STEPS:]  # the cost probe's steps (each timed one after an untimed one) come first
     assert seen[0] == (3, 0.1)  # the probe measured the configured recipe
     assert run_steps and all(s == (1, 0.0) for s in run_steps)
     _, meta = load_supernet(out)
@@ -770,19 +773,19 @@ def test_a_short_run_stores_and_trains_the_short_run_recipe(tmp_path: Path, tiny
 
 
 def test_same_recipe_compares_a_budgeted_run_with_its_short_run_recipe():
-    from hwnas.train.api import _same_recipe
+    from hwnas.train.resume import same_recipe
 
     asked = default_config(load_space("mbv3-cifar"), "cifar10-small").model_copy(update={"regularize_from_epochs": 14.0})
     stored = asked.with_epochs({"sandwich": 9.0}).for_planned_epochs().model_copy(update={"time_budget_s": 600.0, "eval_at": "end"})
     assert stored.label_smoothing == 0
-    assert _same_recipe(asked, stored)
-    assert not _same_recipe(asked.model_copy(update={"seed": 1}), stored)
+    assert same_recipe(asked, stored)
+    assert not same_recipe(asked.model_copy(update={"seed": 1}), stored)
     long = asked.with_epochs({"sandwich": 20.0}).model_copy(update={"time_budget_s": 600.0, "eval_at": "end"})
-    assert _same_recipe(asked, long) and not _same_recipe(asked.model_copy(update={"label_smoothing": 0.0}), long)
+    assert same_recipe(asked, long) and not same_recipe(asked.model_copy(update={"label_smoothing": 0.0}), long)
     short = long.model_copy(update={"eval_subnets": 0})  # a short budget's plan evaluated the two ends only
-    assert _same_recipe(asked, short)
+    assert same_recipe(asked, short)
     unbudgeted = asked.for_planned_epochs()
-    assert not _same_recipe(asked, unbudgeted.model_copy(update={"eval_subnets": 0}))  # only a plan may change it
+    assert not same_recipe(asked, unbudgeted.model_copy(update={"eval_subnets": 0}))  # only a plan may change it
 
 
 def test_training_run_gives_each_subnet_its_own_view_when_configured(tmp_path: Path, tiny_data: str, monkeypatch):

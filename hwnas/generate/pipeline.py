@@ -161,7 +161,7 @@ def _generate(budget_ms: float, out: str | os.PathLike[str], *, data: str, space
     if budget_s is not None and train_config is None and supernet is None:
         # a supernet is worth training only if its share of the time buys it enough epochs (probed, not guessed)
         t = time.perf_counter()
-        from hwnas.train.api import supernet_epochs_for
+        from hwnas.train.probe import supernet_epochs_for
 
         sn_epochs = supernet_epochs_for(sp, ds, cfg, tb.TRAIN_SHARE * budget_s, device)
         stages["plan"] = time.perf_counter() - t

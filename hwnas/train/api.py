@@ -1,10 +1,11 @@
-"""`train_supernet`: the whole progressive-shrinking schedule as one resumable call.
+"""`train_supernet`: the whole schedule (progressive shrinking, the sandwich rule, ...) as one resumable
+call: the loop, its checkpoints, its evaluation and its re-planning against a time budget.
 
-The run is a sequence of positions (phase, epoch in phase, next batch). Everything a step
-does is a function of that position and the saved state (subnets and augmentation are
-drawn from generators seeded by the position; global RNGs are checkpointed), so a run
-killed at any point and resumed from its last checkpoint ends exactly where an
-uninterrupted run would.
+The run is a sequence of positions (`train.position`: phase, epoch in phase, next batch). Everything a
+step does is a function of that position and the saved state, so a run killed at any point and resumed
+from its last checkpoint ends exactly where an uninterrupted run would. Around the loop: `train.probe`
+measures what a step costs here, `train.plan` turns costs into epochs, `train.resume` checks a resume,
+`train.step` computes one step's loss.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import ValidationError
 from torch import nn
 
 from hwnas.data import BatchIterator, Dataset, calibration_subset, load_dataset
@@ -31,14 +31,18 @@ from hwnas.errors import TrainingDiverged, UserError
 from hwnas.space import build_plan, load_space, with_classes
 from hwnas.space.models import Space
 from hwnas.supernet import StaticNet, Supernet
-from hwnas.train.checkpoint import SupernetMeta, check_space, load_checkpoint, read_meta, save_checkpoint
+from hwnas.train.checkpoint import SupernetMeta, save_checkpoint
 from hwnas.train.ema import WeightEMA, step_decay
 from hwnas.train.config import SHORT_RUN_OFF, PhaseConfig, TrainConfig, resolve_config
 from hwnas.train.distributed import CpuThreads, DistContext, cpu_threads, init_distributed, memory_format_for, resolve_device
-from hwnas.train.evaluate import evaluate_subnet, evaluation_costs
+from hwnas.train.evaluate import evaluate_subnet
 from hwnas.train.phases import check_phases, eval_subnets, sample_step
 from hwnas.train.plan import (EVAL_SHARE, Plan, PhaseCost, SubnetEvalCost, estimate_eval_seconds, eval_subnets_within,
                               format_duration, parse_duration, phase_seconds, plan_epochs_with_saves)
+from hwnas.train.position import (Position, aug_generator, epochs_done, phase_epoch_count, phase_iters, rng_state,
+                                  set_rng_state, skip_empty_phases)
+from hwnas.train.probe import freeze, make_teacher, probe_costs
+from hwnas.train.resume import read_resume, resumed_config
 from hwnas.train.schedule import CosineSchedule, make_optimizer
 from hwnas.train.step import step_inputs, step_loss
 from hwnas.train.transfer import load_init, transfer_weights
@@ -48,74 +52,6 @@ def metrics_path(out: str | os.PathLike[str]) -> Path:
     """Where the JSON-lines metrics of a checkpoint live: next to it, `<stem>.metrics.jsonl`."""
     p = Path(out)
     return p.with_name(p.stem + ".metrics.jsonl")
-
-
-@dataclass
-class Position:
-    """Where the schedule stands: the next batch to run."""
-
-    phase_index: int = 0
-    epoch: int = 0  # within the phase
-    batch: int = 0
-
-    def to_dict(self) -> dict[str, int]:
-        return {"phase_index": self.phase_index, "epoch": self.epoch, "batch": self.batch}
-
-
-def phase_iters(cfg: TrainConfig, index: int, iters_per_epoch: int) -> int:
-    """Iterations phase `index` runs: its (possibly fractional) epochs in whole iterations."""
-    return round(cfg.phases[index].epochs * iters_per_epoch)
-
-
-def phase_epoch_count(cfg: TrainConfig, index: int, iters_per_epoch: int) -> int:
-    """Epochs (passes over the data, the last one possibly partial) phase `index` starts."""
-    return -(-phase_iters(cfg, index, iters_per_epoch) // iters_per_epoch)
-
-
-def epochs_done(cfg: TrainConfig, pos: Position, iters_per_epoch: int) -> float:
-    """Epochs trained so far, all phases together (fractional when a phase ends mid-epoch)."""
-    if pos.phase_index >= len(cfg.phases):
-        return cfg.total_epochs
-    done = sum(p.epochs for p in cfg.phases[: pos.phase_index])
-    return round(done + (pos.epoch * iters_per_epoch + pos.batch) / iters_per_epoch, 6)
-
-
-def _skip_empty_phases(cfg: TrainConfig, pos: Position, iters_per_epoch: int) -> Position:
-    while pos.phase_index < len(cfg.phases) and pos.epoch >= phase_epoch_count(cfg, pos.phase_index, iters_per_epoch):
-        pos = Position(pos.phase_index + 1, 0, 0)
-    return pos
-
-
-# ---------------------------------------------------------------- RNG state as plain data
-
-
-def _rng_state() -> dict[str, Any]:
-    kind, keys, npos, has_gauss, gauss = np.random.get_state()
-    py = random.getstate()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(npos),
-                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
-        "python": {"version": py[0], "state": list(py[1]), "gauss": py[2]},
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"].cpu())
-    n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-    p = state["python"]
-    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-
-
-def _aug_generator(seed: int, pos: Position, rank: int) -> torch.Generator:
-    seq = np.random.SeedSequence([seed, pos.phase_index, pos.epoch, pos.batch, rank, 1])
-    return torch.Generator().manual_seed(int(seq.generate_state(1, dtype=np.uint64)[0] >> 1))
 
 
 # ---------------------------------------------------------------- the run
@@ -193,7 +129,7 @@ class _Run:
             "optimizer": self.optimizer.state_dict() if self.optimizer is not None and not self.finished else None,
             "scheduler": self.schedule.state_dict() if self.schedule is not None and not self.finished else None,
             "position": self.pos.to_dict(),
-            "rng": _rng_state(),
+            "rng": rng_state(),
             "history": self.history,
             "elapsed": self.elapsed,
             "init": self.init,
@@ -232,24 +168,11 @@ def _phase_start_actions(run: _Run) -> None:
     """Once, at batch 0 of epoch 0 of a phase (re-done identically if a resume lands here)."""
     _sync_buffers(run)
     if run.phase.teacher == "frozen" and run.teacher is None and run.cfg.kd_weight > 0:
-        run.teacher = _make_teacher(run.model, run.device)
+        run.teacher = make_teacher(run.model, run.device)
     if run.phase.reorder_channels:
         run.model.reorder_channels()  # optimizer is fresh: no stale momentum survives the permutation
         if run.ema is not None:
             run.ema.reset(run.model)  # the average of unpermuted weights would mix unrelated channels
-
-
-def _make_teacher(model: Supernet, device: torch.device) -> StaticNet:
-    teacher = model.extract(model.space.largest())
-    return _freeze(teacher, device)
-
-
-def _freeze(net: nn.Module, device: torch.device) -> StaticNet:
-    net.to(device=device, memory_format=memory_format_for(device))
-    net.eval()
-    for p in net.parameters():
-        p.requires_grad_(False)
-    return net  # type: ignore[return-value]
 
 
 def _evaluate(run: _Run, calib: torch.Tensor) -> dict[str, Any]:
@@ -317,7 +240,7 @@ def _train_step(run: _Run, phase: PhaseConfig, xb: torch.Tensor, yb: torch.Tenso
     cfg, device, index = run.cfg, run.device, run.pos.phase_index
     assert run.optimizer is not None and run.schedule is not None
     resolution, subs = sample_step(run.space, phase, index, cfg.seed, run.pos.epoch, run.pos.batch)
-    gen = _aug_generator(cfg.seed, run.pos, run.dist.rank)
+    gen = aug_generator(cfg.seed, run.pos, run.dist.rank)
     x = step_inputs(xb, resolution, run.ds, cfg, phase, len(subs), gen, device)
     run.optimizer.zero_grad(set_to_none=True)
     teach = _phase_iter(run) >= cfg.kd_start * phase_iters(cfg, index, run.iters_per_epoch)
@@ -366,7 +289,7 @@ def _end_epoch(run: _Run, phase: PhaseConfig, calib: torch.Tensor, progress: boo
     seconds = time.perf_counter() - t_epoch
     cfg, index = run.cfg, run.pos.phase_index  # a re-plan may have changed the epochs
     finished_phase = _phase_iter(run) >= phase_iters(cfg, index, run.iters_per_epoch)
-    last_phase = _skip_empty_phases(cfg, Position(index + 1, 0, 0), run.iters_per_epoch).phase_index >= len(cfg.phases)
+    last_phase = skip_empty_phases(cfg, Position(index + 1, 0, 0), run.iters_per_epoch).phase_index >= len(cfg.phases)
     record: dict[str, Any] = {
         "type": "epoch", "phase": phase.name, "phase_epoch": run.pos.epoch + 1,
         "epoch": epochs_done(cfg, run.pos, run.iters_per_epoch),
@@ -381,7 +304,7 @@ def _end_epoch(run: _Run, phase: PhaseConfig, calib: torch.Tensor, progress: boo
         eval_record = _evaluate_phase(run, phase, calib, record["epoch"])
     run.pos = Position(index, run.pos.epoch + 1, 0)
     if finished_phase:
-        run.pos = _skip_empty_phases(cfg, Position(index + 1, 0, 0), run.iters_per_epoch)
+        run.pos = skip_empty_phases(cfg, Position(index + 1, 0, 0), run.iters_per_epoch)
         run.phase_time, run.phase_steps, run.next_replan = 0.0, 0, FIRST_REPLAN_STEP
     run.save()
     run.log_metrics(record)
@@ -516,82 +439,6 @@ def _result(run: _Run, seconds: float) -> dict[str, Any]:
     }
 
 
-# ---------------------------------------------------------------- measuring the run's cost
-
-
-PROBE_STEPS = 3
-"""Timed steps per phase kind, each after an untimed warm-up step on the same subnets."""
-
-
-def probe_costs(model: Supernet, cfg: TrainConfig, space: Space, ds: Dataset, device: torch.device,
-                steps: int = PROBE_STEPS, evaluation: bool = True) -> tuple[dict[str, float], list[SubnetEvalCost]]:
-    """Seconds per iteration of every phase (one measurement per phase kind) and, with `evaluation`, what
-    evaluating each of the run's evaluated subnets costs per image, measured on a copy of the model: the
-    run's weights and random streams are untouched."""
-    import copy
-
-    costs: dict[str, float] = {}
-    by_kind: dict[tuple[Any, ...], float] = {}
-    cuda = device.type == "cuda"
-    with torch.random.fork_rng(devices=[device] if cuda else []):
-        probe = copy.deepcopy(model)
-        probe.train()
-        teacher = _make_teacher(probe, device)
-        opt = make_optimizer(probe, 1e-4, cfg.momentum, cfg.nesterov, cfg.weight_decay)
-        n = min(cfg.batch_size, ds.train_x.shape[0])
-        xb, yb = ds.train_x[:n].to(device), ds.train_y[:n].to(device)
-        gen = torch.Generator().manual_seed(0)
-        for index, phase in enumerate(cfg.phases):
-            if phase.epochs <= 0:
-                costs[phase.name] = 1e-9
-                continue
-            if phase.kind in by_kind:
-                costs[phase.name] = by_kind[phase.kind]
-                continue
-            # The first step on a new subnet shape pays one-time costs (allocator growth; on CUDA,
-            # cuDNN picking and compiling kernels per shape: seconds each), which the run pays once
-            # per shape and the re-planning absorbs. So each timed step repeats an untimed step's
-            # subnets; sampled subnets differ, so the mean of the timed steps, not the median.
-            times = []
-            for step in range(steps):
-                resolution, subs = sample_step(space, phase, index, 0, 0, step)
-                for timed in (False, True):
-                    t0 = time.perf_counter()
-                    x = step_inputs(xb, resolution, ds, cfg, phase, len(subs), gen, device)
-                    opt.zero_grad(set_to_none=True)
-                    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cuda):
-                        step_loss(probe, probe, x, yb, subs, phase, cfg, teacher)
-                    opt.step()
-                    if cuda:
-                        torch.cuda.synchronize(device)
-                    if timed:
-                        times.append(time.perf_counter() - t0)
-            by_kind[phase.kind] = costs[phase.name] = max(float(np.mean(times)), 1e-9)
-        eval_costs: list[SubnetEvalCost] = []
-        if evaluation:
-            subnets = [sub for _, sub in eval_subnets(space, cfg.eval_subnets, cfg.seed)]
-            eval_costs = evaluation_costs(probe, subnets, ds, device=device, batch_size=cfg.eval_batch_size)
-    return costs, eval_costs
-
-
-def supernet_epochs_for(space: Space, ds: Dataset, cfg: TrainConfig, time_budget_s: float,
-                        device: str | torch.device | None = None) -> float:
-    """About how many epochs `train_supernet` would plan for `time_budget_s` (all of it for steps:
-    an upper bound), from the same cost probe, without training. For deciding whether a supernet is
-    worth training at all."""
-    from hwnas.train.plan import plan_epochs
-
-    dev = resolve_device(None if device is None else str(device))
-    model = Supernet(space).to(device=dev, memory_format=memory_format_for(dev))
-    costs, _ = probe_costs(model, cfg, space, ds, dev, evaluation=False)
-    n = int(ds.train_x.shape[0])
-    iters = n // cfg.batch_size if n >= cfg.batch_size else 1
-    try:
-        return float(sum(plan_epochs(cfg, costs, iters, time_budget_s).planned_epochs.values()))
-    except UserError:  # not even one iteration per phase fits
-        return 0.0
-
-
 def make_plan(run: _Run, costs: dict[str, float], eval_costs: list[SubnetEvalCost], time_budget_s: float | None,
               spent_s: float, save_s: float) -> tuple[TrainConfig, Plan]:
     """Epochs per phase that fit the budget (or the configured ones) and what the run will cost."""
@@ -680,14 +527,14 @@ def _train(space_spec: Space | str, data: str, out: Path, config: Any, epochs_sc
     space0 = load_space(space_spec)
     _check_args(out, epochs_scale, budget_s, resume, init)
     init_src = load_init(init) if init is not None else None
-    state, meta = _read_resume(out, space0) if resume else (None, None)
+    state, meta = read_resume(out, space0) if resume else (None, None)
     if out.is_dir():
         raise UserError(f"--out {out} is a folder; give a checkpoint file path")
 
     ds = load_dataset(data)
     space = with_classes(space0, ds.num_classes)
     if state is not None and meta is not None:
-        cfg = _resumed_config(out, meta, ds, space, data, config, epochs_scale, budget_s)
+        cfg = resumed_config(out, meta, ds, space, data, config, epochs_scale, budget_s)
     else:
         cfg = resolve_config(space, data, config, transfer=init is not None).scaled(epochs_scale)
     check_phases(space, cfg)
@@ -751,39 +598,6 @@ def _check_args(out: Path, epochs_scale: float, budget_s: float | None, resume: 
         raise UserError(f"--out {out} already exists; pass --resume to continue it, or choose a new path")
 
 
-def _read_resume(out: Path, space: Space) -> tuple[dict[str, Any], SupernetMeta]:
-    """`--resume`: the checkpoint at `out` and its meta, refused if missing or of another space."""
-    if not out.exists():
-        raise UserError(f"--resume: no checkpoint at {out}; run without --resume to start training there")
-    state = load_checkpoint(out)
-    meta = read_meta(out, state)
-    check_space(out, meta.get_space(), space)
-    return state, meta
-
-
-def _resumed_config(out: Path, meta: SupernetMeta, ds: Dataset, space: Space, data: str, config: Any,
-                    epochs_scale: float, budget_s: float | None) -> TrainConfig:
-    """The stored config of a run resumed: refused for other data, or when the arguments ask for
-    another recipe or another time budget than it was started with."""
-    if meta.data_fingerprint != ds.fingerprint:
-        raise UserError(f"--resume: {out} was trained on different data ({meta.data!r}); pass the same --data")
-    try:
-        ckpt_cfg = TrainConfig.model_validate(meta.config)
-    except ValidationError as e:
-        raise UserError(f"--resume: {out} holds a training config this version cannot read "
-                        f"({str(e).splitlines()[0]}); start a new --out") from None
-    if config is not None or epochs_scale != 1.0:
-        asked = resolve_config(space, data, config).scaled(epochs_scale)
-        if not _same_recipe(asked, ckpt_cfg):
-            raise UserError(f"--resume: --config/--epochs-scale differ from the config stored in {out}; "
-                            "resume without them (the stored config is used) or start a new --out")
-    if budget_s is not None and ckpt_cfg.time_budget_s != budget_s:
-        raise UserError(f"--resume: {out} was planned for --time-budget "
-                        f"{ckpt_cfg.time_budget_s if ckpt_cfg.time_budget_s is not None else 'none'}; resume without "
-                        "--time-budget (the stored plan is used) or start a new --out")
-    return ckpt_cfg
-
-
 def _restore(run: _Run, state: dict[str, Any], meta: SupernetMeta, t_start: float, progress: bool) -> None:
     """A resumed run's weights, average, position, history, teacher, optimizer and random state,
     exactly as the checkpoint left them; the stored plan is kept and only the ETA is new."""
@@ -799,7 +613,7 @@ def _restore(run: _Run, state: dict[str, Any], meta: SupernetMeta, t_start: floa
     run.metrics = dict(meta.metrics)
     run.elapsed = float(state.get("elapsed", 0.0))
     if state.get("teacher") is not None:
-        run.teacher = _freeze(StaticNet(build_plan(run.space, run.space.largest())), run.device)
+        run.teacher = freeze(StaticNet(build_plan(run.space, run.space.largest())), run.device)
         run.teacher.load_state_dict(state["teacher"])
     if not run.finished:
         _start_phase(run)
@@ -808,7 +622,7 @@ def _restore(run: _Run, state: dict[str, Any], meta: SupernetMeta, t_start: floa
             run.optimizer.load_state_dict(state["optimizer"])
             run.schedule.load_state_dict(state["scheduler"])
         _plan_run(run, None, t_start, save_s=0.0, progress=progress)
-    _set_rng_state(state["rng"])
+    set_rng_state(state["rng"])
     run.log_metrics({"type": "resume", "epoch": run.epochs, "position": run.pos.to_dict()})
 
 
@@ -820,7 +634,7 @@ def _start_fresh(run: _Run, budget_s: float | None, t_start: float, progress: bo
     _plan_run(run, budget_s, t_start, save_s=run.save_s, progress=progress)
     if budget_s is not None:
         run.deadline = t_start + budget_s
-    run.pos = _skip_empty_phases(run.cfg, Position(), run.iters_per_epoch)
+    run.pos = skip_empty_phases(run.cfg, Position(), run.iters_per_epoch)
     if run.dist.is_main:
         metrics_path(run.out).parent.mkdir(parents=True, exist_ok=True)
         metrics_path(run.out).write_text("", encoding="utf-8")
@@ -837,19 +651,6 @@ def _data_parallel(model: Supernet, dctx: DistContext, device: torch.device) -> 
         model, device_ids=[device.index] if device.type == "cuda" else None,
         find_unused_parameters=True,  # each step trains one subnet: the rest of the weights get no gradient
     )
-
-
-def _same_recipe(asked: TrainConfig, stored: TrainConfig) -> bool:
-    """Is `asked` what `stored` was made from? A time-budgeted run's epochs (and the evaluation
-    it moved to the end and may have made smaller) came from its plan, so they are not compared."""
-    if stored.time_budget_s is None:
-        return asked.for_planned_epochs() == stored
-    a, b = asked.with_epochs(stored.planned_epochs).for_planned_epochs().model_dump(), stored.model_dump()
-    for d in (a, b):
-        d.pop("time_budget_s"), d.pop("eval_at"), d.pop("eval_subnets")
-        for p in d["phases"]:
-            p.pop("epochs"), p.pop("warmup_epochs")
-    return a == b
 
 
 def _save_seconds(run: _Run) -> float:

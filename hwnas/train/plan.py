@@ -1,7 +1,7 @@
 """Planning a training run to fit a wall-clock budget, and telling the user when it will end.
 
 Pure arithmetic lives here (durations, epochs per phase from measured costs); measuring the
-costs needs the training step and lives with the loop (`train.api.probe_costs`).
+costs needs the training step and lives beside it (`train.probe.probe_costs`).
 """
 
 from __future__ import annotations

@@ -1,0 +1,111 @@
+"""What a training step costs on this machine, measured before the run so a time budget can be planned:
+`probe_costs` times a few steps of each phase kind on a copy of the supernet (the run's weights and
+random streams are untouched). The teacher helpers live here because the probe needs the in-place or
+frozen teacher a real step would use."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from hwnas.data import Dataset
+from hwnas.errors import UserError
+from hwnas.space.models import Space
+from hwnas.supernet import StaticNet, Supernet
+from hwnas.train.config import TrainConfig
+from hwnas.train.distributed import memory_format_for, resolve_device
+from hwnas.train.evaluate import evaluation_costs
+from hwnas.train.phases import eval_subnets, sample_step
+from hwnas.train.plan import SubnetEvalCost
+from hwnas.train.schedule import make_optimizer
+from hwnas.train.step import step_inputs, step_loss
+
+
+def make_teacher(model: Supernet, device: torch.device) -> StaticNet:
+    teacher = model.extract(model.space.largest())
+    return freeze(teacher, device)
+
+
+def freeze(net: nn.Module, device: torch.device) -> StaticNet:
+    net.to(device=device, memory_format=memory_format_for(device))
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net  # type: ignore[return-value]
+
+
+PROBE_STEPS = 3
+"""Timed steps per phase kind, each after an untimed warm-up step on the same subnets."""
+
+
+def probe_costs(model: Supernet, cfg: TrainConfig, space: Space, ds: Dataset, device: torch.device,
+                steps: int = PROBE_STEPS, evaluation: bool = True) -> tuple[dict[str, float], list[SubnetEvalCost]]:
+    """Seconds per iteration of every phase (one measurement per phase kind) and, with `evaluation`, what
+    evaluating each of the run's evaluated subnets costs per image, measured on a copy of the model: the
+    run's weights and random streams are untouched."""
+    import copy
+
+    costs: dict[str, float] = {}
+    by_kind: dict[tuple[Any, ...], float] = {}
+    cuda = device.type == "cuda"
+    with torch.random.fork_rng(devices=[device] if cuda else []):
+        probe = copy.deepcopy(model)
+        probe.train()
+        teacher = make_teacher(probe, device)
+        opt = make_optimizer(probe, 1e-4, cfg.momentum, cfg.nesterov, cfg.weight_decay)
+        n = min(cfg.batch_size, ds.train_x.shape[0])
+        xb, yb = ds.train_x[:n].to(device), ds.train_y[:n].to(device)
+        gen = torch.Generator().manual_seed(0)
+        for index, phase in enumerate(cfg.phases):
+            if phase.epochs <= 0:
+                costs[phase.name] = 1e-9
+                continue
+            if phase.kind in by_kind:
+                costs[phase.name] = by_kind[phase.kind]
+                continue
+            # The first step on a new subnet shape pays one-time costs (allocator growth; on CUDA,
+            # cuDNN picking and compiling kernels per shape: seconds each), which the run pays once
+            # per shape and the re-planning absorbs. So each timed step repeats an untimed step's
+            # subnets; sampled subnets differ, so the mean of the timed steps, not the median.
+            times = []
+            for step in range(steps):
+                resolution, subs = sample_step(space, phase, index, 0, 0, step)
+                for timed in (False, True):
+                    t0 = time.perf_counter()
+                    x = step_inputs(xb, resolution, ds, cfg, phase, len(subs), gen, device)
+                    opt.zero_grad(set_to_none=True)
+                    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cuda):
+                        step_loss(probe, probe, x, yb, subs, phase, cfg, teacher)
+                    opt.step()
+                    if cuda:
+                        torch.cuda.synchronize(device)
+                    if timed:
+                        times.append(time.perf_counter() - t0)
+            by_kind[phase.kind] = costs[phase.name] = max(float(np.mean(times)), 1e-9)
+        eval_costs: list[SubnetEvalCost] = []
+        if evaluation:
+            subnets = [sub for _, sub in eval_subnets(space, cfg.eval_subnets, cfg.seed)]
+            eval_costs = evaluation_costs(probe, subnets, ds, device=device, batch_size=cfg.eval_batch_size)
+    return costs, eval_costs
+
+
+def supernet_epochs_for(space: Space, ds: Dataset, cfg: TrainConfig, time_budget_s: float,
+                        device: str | torch.device | None = None) -> float:
+    """About how many epochs `train_supernet` would plan for `time_budget_s` (all of it for steps:
+    an upper bound), from the same cost probe, without training. For deciding whether a supernet is
+    worth training at all."""
+    from hwnas.train.plan import plan_epochs
+
+    dev = resolve_device(None if device is None else str(device))
+    model = Supernet(space).to(device=dev, memory_format=memory_format_for(dev))
+    costs, _ = probe_costs(model, cfg, space, ds, dev, evaluation=False)
+    n = int(ds.train_x.shape[0])
+    iters = n // cfg.batch_size if n >= cfg.batch_size else 1
+    try:
+        return float(sum(plan_epochs(cfg, costs, iters, time_budget_s).planned_epochs.values()))
+    except UserError:  # not even one iteration per phase fits
+        return 0.0
