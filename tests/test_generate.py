@@ -134,6 +134,38 @@ def test_cli_bad_budget_and_unwritable_out_exit_2(tmp_path, capsys):
     assert code == 2 and "not a folder" in err and "Traceback" not in err
 
 
+def _fixed_front(monkeypatch, accs: tuple[float, ...] = (0.5, 0.8, 0.7, 0.6)) -> list[list]:
+    """Run the real search, then replace its front (and its best per budget) with distinct subnets at resolution 12:
+    the smallest, the largest, then sampled ones, scored `accs` in that order, latencies as the table predicts. How
+    many members the tiny search leaves depends on this machine's measured latencies and 24 validation images, so
+    tests of what generate does with a front give it a known one. Returns the list each search's front is added to."""
+    import hwnas.search as search_pkg
+
+    real_search, fronts = search_pkg.search_supernet, []
+
+    def fixed(ckpt, table_path, budgets, *a, **k):
+        from hwnas.latency import latency_model, load_table
+        from hwnas.search.models import BudgetBest, FrontEntry
+        from hwnas.space import load_space
+
+        result = real_search(ckpt, table_path, budgets, *a, **k)
+        sp = load_space(result.space)
+        lat = latency_model(load_table(table_path), sp)
+        subs = [sp.smallest(12), sp.largest(12)] + [sp.validate_subnet({**sp.sample(seed=s).model_dump(
+            exclude={"space"}), "resolution": 12}) for s in range(20)]
+        subs = list({json.dumps(s.model_dump(mode="json"), sort_keys=True): s for s in subs}.values())[:len(accs)]
+        assert len(subs) == len(accs)
+        front = sorted((FrontEntry(subnet=s, predicted_acc=acc, predicted_latency_ms=lat.predict(s), macs=1)
+                        for s, acc in zip(subs, accs)), key=lambda e: e.predicted_latency_ms)
+        best = [BudgetBest(**max((e for e in front if e.predicted_latency_ms <= b), key=lambda e: e.predicted_acc)
+                           .model_dump(), budget_ms=b) for b in budgets]
+        fronts.append(front)
+        return result.model_copy(update={"front": front, "best": best})
+
+    monkeypatch.setattr(search_pkg, "search_supernet", fixed)
+    return fronts
+
+
 def test_measured_over_budget_falls_back_to_a_faster_front_member(first_run, tiny_folder, tmp_path, monkeypatch):
     """The first export 'measures' at twice the budget; generate must export the next faster front member."""
     import hwnas.export.onnx_stages as core
@@ -148,22 +180,22 @@ def test_measured_over_budget_falls_back_to_a_faster_front_member(first_run, tin
 
     monkeypatch.setattr(core, "measure_model", fake_measure)
     monkeypatch.setattr(core, "measure_as_called", fake_measure)
+    fronts = _fixed_front(monkeypatch)  # the search's best is the largest subnet: the others are faster
     out = tmp_path / "run3"
     r = generate(budget, out, data=tiny_folder, **KW)
-    pareto = json.loads((out / "pareto.json").read_text())
-    faster = [p for p in pareto if p["predicted_latency_ms"] < r["attempts"][0]["predicted_latency_ms"]]
     report = (out / "report.md").read_text()
+    best = max(fronts[0], key=lambda e: e.predicted_acc)
+    assert r["attempts"][0]["subnet"] == best.subnet.model_dump(mode="json")  # started from the search's best
+    assert any(e.predicted_latency_ms < best.predicted_latency_ms for e in fronts[0])
     assert r["attempts"][0]["measured_latency_ms"] == budget * 2 and not r["attempts"][0]["within_budget"]
     assert "## Budget check" in report
-    if faster:  # a quick check of the next faster member, then its export (measured twice) is delivered
-        assert [a["kind"] for a in r["attempts"]] == ["check", "check", "export"]
-        assert r["within_budget"] and r["measured_latency_ms"] == budget * 0.5 and r["attempts"][-1]["accepted"]
-        assert len(calls) == 5  # 2 checks, the export's measurement, 2 as-called re-measurements of the delivered file
-        assert r["attempts"][1]["predicted_latency_ms"] < r["attempts"][0]["predicted_latency_ms"]
-        exported = read_metadata(out / "model.onnx").subnet
-        assert exported == r["attempts"][1]["subnet"] == r["attempts"][2]["subnet"] == json.loads((out / "best.json").read_text())
-    else:  # nothing faster on the front: exported anyway, measured within the budget the second time
-        assert r["attempts"][-1]["kind"] == "export"
+    # a quick check of the next faster member, then its export (measured twice) is delivered
+    assert [a["kind"] for a in r["attempts"]] == ["check", "check", "export"]
+    assert r["within_budget"] and r["measured_latency_ms"] == budget * 0.5 and r["attempts"][-1]["accepted"]
+    assert len(calls) == 5  # 2 checks, the export's measurement, 2 as-called re-measurements of the delivered file
+    assert r["attempts"][1]["predicted_latency_ms"] < r["attempts"][0]["predicted_latency_ms"]
+    exported = read_metadata(out / "model.onnx").subnet
+    assert exported == r["attempts"][1]["subnet"] == r["attempts"][2]["subnet"] == json.loads((out / "best.json").read_text())
 
 
 def test_no_candidate_within_budget_exits_3_and_leaves_only_the_over_budget_model(first_run, tiny_folder, tmp_path, monkeypatch, capsys):
@@ -524,32 +556,9 @@ def test_int8_generate_starts_from_the_finalist_with_the_best_int8_accuracy(firs
     import hwnas.export.int8_score as scoring
     from hwnas.generate import INT8_FINALISTS, generate
 
-    import hwnas.search as search_pkg
-
     fake, calls = _fake_scores([0.2, 0.5, 0.8])
     monkeypatch.setattr(scoring, "score_int8", fake)
-    real_search, fronts = search_pkg.search_supernet, []
-
-    def four_member_front(ckpt, table_path, budgets, *a, **k):
-        """The real search, with its front replaced by four distinct members within the budget: how many members
-        the tiny search leaves depends on this machine's measured latencies and 24 validation images."""
-        from hwnas.latency import latency_model, load_table
-        from hwnas.search.models import FrontEntry
-        from hwnas.space import load_space
-
-        result = real_search(ckpt, table_path, budgets, *a, **k)
-        sp = load_space(result.space)
-        lat = latency_model(load_table(table_path), sp)
-        subs = [sp.smallest(12), sp.largest(12)] + [sp.validate_subnet({**sp.sample(seed=s).model_dump(
-            exclude={"space"}), "resolution": 12}) for s in range(20)]
-        subs = list({json.dumps(s.model_dump(mode="json"), sort_keys=True): s for s in subs}.values())[:4]
-        assert len(subs) == 4
-        front = [FrontEntry(subnet=s, predicted_acc=acc, predicted_latency_ms=lat.predict(s), macs=1)
-                 for s, acc in zip(subs, (0.5, 0.8, 0.7, 0.6))]
-        fronts.append(front)
-        return result.model_copy(update={"front": front})
-
-    monkeypatch.setattr(search_pkg, "search_supernet", four_member_front)
+    fronts = _fixed_front(monkeypatch)  # four members within the budget: how many the tiny search leaves varies
     out = tmp_path / "fin"
     r = generate(10.0, out, data=tiny_folder, int8=True, **KW)
     fin = r["int8_finalists"]
