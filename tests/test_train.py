@@ -715,7 +715,7 @@ def test_short_runs_keep_the_full_recipe_unless_a_threshold_is_set():
     assert d.regularize_from_epochs is None
     for epochs in (3.0, 7.0, 11.0, 20.0):
         run = d.with_epochs({"sandwich": epochs}).for_planned_epochs()
-        assert run.label_smoothing == 0.1 and run.augment_per_subnet and run.cutout == 0.375
+        assert run.label_smoothing == 0.1 and run.augment_per_subnet and run.cutout == 0.25
     for cfg in (default_config(cifar, "cifar10-small", "progressive"), default_config(load_space("mbv3-tiny"), "digits")):
         assert cfg.regularize_from_epochs is None
         assert cfg.scaled(0.01).for_planned_epochs().label_smoothing == cfg.label_smoothing
@@ -725,8 +725,8 @@ def test_short_runs_keep_the_full_recipe_unless_a_threshold_is_set():
     assert short.label_smoothing == 0 and not short.augment_per_subnet and short.cutout == 0
     assert short.for_planned_epochs() == short
     at = mine.with_epochs({"sandwich": 14.0}).for_planned_epochs()
-    assert at.label_smoothing == 0.1 and at.augment_per_subnet and at.cutout == 0.375
-    assert short.model_copy(update={"label_smoothing": 0.1, "augment_per_subnet": True, "cutout": 0.375}) == \
+    assert at.label_smoothing == 0.1 and at.augment_per_subnet and at.cutout == 0.25
+    assert short.model_copy(update={"label_smoothing": 0.1, "augment_per_subnet": True, "cutout": 0.25}) == \
         mine.with_epochs({"sandwich": 11.0})
     with pytest.raises(UserError, match="regularize_from_epochs"):
         resolve_config(cifar, "cifar10-small", {"regularize_from_epochs": 0})
