@@ -21,7 +21,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hwnas.errors import UserError
 from hwnas.fileio import atomic_path
-from hwnas.progress import log as _log
 from hwnas.export import onnx_stages
 from hwnas.export.check import accuracy_from_logits, preprocess, torch_logits
 from hwnas.export.fold import fold_batchnorm
@@ -32,6 +31,7 @@ from hwnas.export.onnx_stages import (  # noqa: F401 - re-exported: callers impo
 )
 from hwnas.export.ort_format import ort_path, ort_stage
 from hwnas.export.outputs import check_new_file, int8_path
+from hwnas.progress import log as _log
 from hwnas.space import Subnet, build_plan, plan_cost
 
 CALIBRATION_IMAGES = 2000

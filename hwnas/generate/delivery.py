@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hwnas.progress import log as _log
 from hwnas.generate.results import Attempt, GenerateResult
+from hwnas.progress import log as _log
 
 BUDGET_TOLERANCE = 0.0
 """The delivered model's measured latency may exceed the budget by at most this fraction (none: SPEC's exit 3)."""

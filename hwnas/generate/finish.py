@@ -11,9 +11,9 @@ from typing import Any
 from hwnas.fileio import write_text
 from hwnas.generate.delivery import (Delivery, delivery_fields, explain_miss, export_within_budget, feed_back_measured,
                                      raise_if_over)
-from hwnas.progress import log as _log
 from hwnas.generate.report import render_report
 from hwnas.generate.results import Attempt, GenerateResult
+from hwnas.progress import log as _log
 
 
 def deliver(net: Any, ds: Any, tab: Any, sp: Any, front: list[Any], first: Any, attempts: list[Attempt], budget_ms: float,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from hwnas.progress import log as _log
 from hwnas.generate.results import Int8Finalist
+from hwnas.progress import log as _log
 
 INT8_FINALISTS = 3
 """With --int8, this many front members within the budget (those the search rates most accurate, fp32 with the

@@ -19,8 +19,8 @@ from hwnas.generate.delivery import check_candidate, choose_within_budget, table
 from hwnas.generate.direct import finish_direct, run_direct
 from hwnas.generate.finish import deliver, finish
 from hwnas.generate.int8 import int8_finalists, score_finalists
-from hwnas.progress import log as _log
 from hwnas.generate.results import LOOKAHEAD
+from hwnas.progress import log as _log
 
 DEFAULT_DATA = "digits"
 DEFAULT_SPACE = "mbv3-tiny"
