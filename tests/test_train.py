@@ -1188,3 +1188,91 @@ def test_cutout_for_the_largest_alone_with_label_smoothing_for_all(monkeypatch: 
     views = step_mod.step_inputs(ds.train_x, subs[0].resolution, ds, cfg, phase, len(subs), torch.Generator().manual_seed(0),
                             torch.device("cpu"))
     assert not torch.equal(views[0], views[1]) and torch.equal(views[1], views[2])  # one shared view, the largest's cut
+
+
+def test_largest_every_trains_the_largest_on_every_nth_step_only():
+    """largest_every N: the largest takes a gradient on steps 0, N, 2N, ... of an epoch; a random phase has no
+    largest, so the field needs a sampler that puts it first; and it is part of what a step costs (its kind)."""
+    from hwnas.train.phases import trains_largest
+
+    phase = default_config(micro_space(), "x").phases[0]
+    assert [trains_largest(phase, s) for s in range(4)] == [True] * 4
+    every3 = phase.model_copy(update={"largest_every": 3})
+    assert [trains_largest(every3, s) for s in range(7)] == [True, False, False, True, False, False, True]
+    assert every3.kind != phase.kind
+    with pytest.raises(ValidationError, match="largest_every"):
+        type(phase).model_validate(dict(phase.model_dump(), sampler="random", teacher="none", largest_every=2))
+    with pytest.raises(ValidationError, match="largest_every"):
+        type(phase).model_validate(dict(phase.model_dump(), sampler="largest_random", subnets_per_step=1, largest_every=2))
+
+
+@pytest.mark.parametrize("teach", [True, False])
+def test_a_step_without_the_largest_trains_the_others_on_its_soft_targets(teach: bool):
+    """train_largest False: the gradient and the loss are those of the other subnets alone, taught by the largest's
+    prediction on its own view (computed without gradient); before kd_start the largest is not run at all."""
+    from hwnas.train.step import subnet_loss
+
+    cfg, phase, subs, x, y, net = _micro_step(kd_weight=1.0, regularize="all")
+    assert phase.teacher == "inplace" and len(subs) == 3
+    g = torch.Generator().manual_seed(3)
+    xs = [torch.randn(x.shape, generator=g) for _ in subs]
+    with torch.no_grad():  # away from the initial uniform prediction, so a soft target matters
+        for p in net.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    ran: list[object] = []
+    real_set = net.set_active
+
+    def spy(sub):
+        ran.append(sub)
+        return real_set(sub)
+
+    net.set_active = spy
+    net.zero_grad(set_to_none=True)
+    got = float(step_mod.step_loss(net, net, xs, y, subs, phase, cfg, None, teach, train_largest=False))
+    grads = {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
+    assert (subs[0] in ran) is teach  # the largest runs only to teach
+    net.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        real_set(subs[0])
+        soft = net(xs[0]).float() if teach else None
+    want = 0.0
+    for xi, s in zip(xs[1:], subs[1:]):
+        real_set(s)
+        loss = subnet_loss(net(xi), y, soft, cfg, True)
+        loss.backward()
+        want += float(loss.detach()) / 2
+    assert got == pytest.approx(want, rel=1e-5)
+    by_hand = {n: p.grad for n, p in net.named_parameters() if p.grad is not None}
+    assert by_hand.keys() == grads.keys()
+    for n in grads:
+        torch.testing.assert_close(grads[n], by_hand[n], rtol=1e-4, atol=1e-6)
+    net.zero_grad(set_to_none=True)
+    step_mod.step_loss(net, net, xs, y, subs, phase, cfg, None, teach, train_largest=True)
+    with_largest = {n for n, p in net.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    without = {n for n, g_ in grads.items() if g_.abs().sum() > 0}
+    assert without < with_largest  # some weights only the largest uses get no gradient without it
+
+
+def test_training_loop_and_cost_probe_skip_the_largest_on_the_configured_steps(tmp_path: Path, tiny_data: str, monkeypatch):
+    """largest_every 2: the loop trains the largest on the even steps of each epoch; the cost probe times as many
+    steps with it as without it, so the plan prices the phase's real mix."""
+    import hwnas.train.api as api
+    import hwnas.train.probe as probe
+
+    flags: dict[str, list[bool]] = {"loop": [], "probe": []}
+
+    def spy(where: str, real):
+        def f(*a, train_largest: bool = True, **k):
+            flags[where].append(train_largest)
+            return real(*a, train_largest=train_largest, **k)
+        return f
+
+    monkeypatch.setattr(api, "step_loss", spy("loop", api.step_loss))
+    monkeypatch.setattr(probe, "step_loss", spy("probe", probe.step_loss))
+    cfg = TrainConfig.model_validate(dict(
+        schedule="custom", batch_size=8, eval_subnets=0, checkpoint_every_seconds=0,
+        phases=[dict(name="s", epochs=2, lr=0.01, sampler="sandwich", subnets_per_step=3, teacher="inplace",
+                     largest_every=2, elastic={"kernel": 0, "depth": 0, "expand": 0})]))
+    api.train_supernet(micro_space(), tiny_data, tmp_path / "le.pt", config=cfg, progress=False)
+    assert flags["loop"] == [True, False, True, False, True] * 2  # 40 images / batch 8: 5 steps per epoch
+    assert flags["probe"] and flags["probe"].count(True) == flags["probe"].count(False)

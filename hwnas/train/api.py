@@ -36,7 +36,7 @@ from hwnas.train.ema import WeightEMA, step_decay
 from hwnas.train.config import SHORT_RUN_OFF, PhaseConfig, TrainConfig, resolve_config
 from hwnas.train.distributed import CpuThreads, DistContext, cpu_threads, init_distributed, memory_format_for, resolve_device
 from hwnas.train.evaluate import evaluate_subnet
-from hwnas.train.phases import check_phases, eval_subnets, sample_step
+from hwnas.train.phases import check_phases, eval_subnets, sample_step, trains_largest
 from hwnas.train.plan import (EVAL_SHARE, Plan, PhaseCost, SubnetEvalCost, estimate_eval_seconds, eval_subnets_within,
                               format_duration, parse_duration, phase_seconds, plan_epochs_with_saves)
 from hwnas.train.position import (Position, aug_generator, epochs_done, phase_epoch_count, phase_iters, rng_state,
@@ -247,7 +247,8 @@ def _train_step(run: _Run, phase: PhaseConfig, xb: torch.Tensor, yb: torch.Tenso
     # bf16 on CUDA only: under CPU autocast a sandwich step took 1.1x as long as in fp32 with avx512_bf16 (AMD EPYC)
     # and 1.7x with AMX (Intel Xeon): scripts/bench_cpu_bf16.py, BENCHMARKS.md
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        mean_loss = step_loss(run.model, ddp, x, yb, subs, phase, cfg, run.teacher, teach)
+        mean_loss = step_loss(run.model, ddp, x, yb, subs, phase, cfg, run.teacher, teach,
+                              train_largest=trains_largest(phase, run.pos.batch))
     step_value = float(run.dist.mean(mean_loss))
     if not np.isfinite(step_value):
         raise TrainingDiverged(

@@ -60,6 +60,12 @@ class PhaseConfig(_Strict):
         default="none",
         description="frozen: a copy of the largest network taken when this phase starts (kept for later phases); "
         "inplace: the largest subnet of the same step (samplers sandwich and largest_random)")
+    largest_every: int = Field(
+        default=1, ge=1, le=64,
+        description="samplers sandwich and largest_random: the largest subnet trains (takes a gradient) on every Nth step "
+        "of the phase only; on the others it runs forward without gradient when it teaches in place, and not at all "
+        "when nobody distils. The largest costs about two thirds of a small-image sandwich step, so with N = 2 a "
+        "step can train one more random subnet for about the same time")
     reorder_channels: bool = Field(default=False, description="sort expanded channels by importance when the phase starts")
     depth_weights: dict[int, list[float]] = Field(
         default_factory=dict,
@@ -93,13 +99,17 @@ class PhaseConfig(_Strict):
             raise ValueError("teacher 'inplace' needs sampler 'sandwich' or 'largest_random' (the largest subnet of the step teaches)")
         if self.sampler == "sandwich" and self.subnets_per_step < 2:
             raise ValueError("sampler 'sandwich' trains the largest and the smallest subnet: subnets_per_step >= 2")
+        if self.largest_every > 1 and self.sampler == "random":
+            raise ValueError("largest_every > 1 needs sampler 'sandwich' or 'largest_random' (a random step has no largest)")
+        if self.largest_every > 1 and self.subnets_per_step < 2:
+            raise ValueError("largest_every > 1 needs subnets_per_step >= 2 (a step would otherwise train nothing)")
         return self
 
     @property
     def kind(self) -> tuple[Any, ...]:
         """What decides the cost of one step (phases of one kind cost the same per iteration)."""
         return (tuple(sorted(self.elastic.items())), self.sampler, self.subnets_per_step, self.teacher,
-                tuple(sorted((k, tuple(v)) for k, v in self.depth_weights.items())))
+                tuple(sorted((k, tuple(v)) for k, v in self.depth_weights.items())), self.largest_every)
 
 
 Regularizer = Literal["label_smoothing", "cutout", "dropout"]

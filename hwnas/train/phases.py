@@ -76,6 +76,12 @@ def sample_step(space: Space, phase: PhaseConfig, phase_index: int, seed: int, e
     return resolution, out
 
 
+def trains_largest(phase: PhaseConfig, step: int) -> bool:
+    """Whether this step's first subnet (the largest, under the sandwich and largest_random samplers) takes a
+    gradient: every step, or with `largest_every` N every Nth step of an epoch (counted from its first)."""
+    return phase.sampler == "random" or step % phase.largest_every == 0
+
+
 def eval_subnets(space: Space, count: int, seed: int) -> list[tuple[str, Subnet]]:
     """The fixed set evaluated after a phase: the smallest subnet (every choice and the
     resolution at their minimum), the largest (all at maximum) and `count` random subnets

@@ -19,7 +19,7 @@ from hwnas.supernet import StaticNet, Supernet
 from hwnas.train.config import TrainConfig
 from hwnas.train.distributed import memory_format_for, resolve_device
 from hwnas.train.evaluate import evaluation_costs
-from hwnas.train.phases import eval_subnets, sample_step
+from hwnas.train.phases import eval_subnets, sample_step, trains_largest
 from hwnas.train.plan import SubnetEvalCost
 from hwnas.train.schedule import make_optimizer
 from hwnas.train.step import step_inputs, step_loss
@@ -72,14 +72,15 @@ def probe_costs(model: Supernet, cfg: TrainConfig, space: Space, ds: Dataset, de
             # per shape and the re-planning absorbs. So each timed step repeats an untimed step's
             # subnets; sampled subnets differ, so the mean of the timed steps, not the median.
             times = []
-            for step in range(steps):
+            every = phase.largest_every  # steps with and without the largest's gradient in the run's proportion
+            for step in range(-(-steps // every) * every):
                 resolution, subs = sample_step(space, phase, index, 0, 0, step)
                 for timed in (False, True):
                     t0 = time.perf_counter()
                     x = step_inputs(xb, resolution, ds, cfg, phase, len(subs), gen, device)
                     opt.zero_grad(set_to_none=True)
                     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cuda):
-                        step_loss(probe, probe, x, yb, subs, phase, cfg, teacher)
+                        step_loss(probe, probe, x, yb, subs, phase, cfg, teacher, train_largest=trains_largest(phase, step))
                     opt.step()
                     if cuda:
                         torch.cuda.synchronize(device)

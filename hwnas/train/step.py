@@ -63,7 +63,7 @@ def subnet_loss(logits: torch.Tensor, y: torch.Tensor, soft: torch.Tensor | None
 
 def step_loss(
     model: Supernet, forward: Any, x: torch.Tensor | list[torch.Tensor], y: torch.Tensor, subs: list[Any],
-    phase: PhaseConfig, cfg: TrainConfig, teacher: nn.Module | None, teach: bool = True,
+    phase: PhaseConfig, cfg: TrainConfig, teacher: nn.Module | None, teach: bool = True, train_largest: bool = True,
 ) -> torch.Tensor:
     """Forward and backward every subnet of one step (gradients summed, or scaled per weight by
     `cfg.grad_scaling`); returns the mean loss. `x`: one batch for every subnet, or one per subnet
@@ -73,7 +73,9 @@ def step_loss(
 
     The teacher is the phase's: a frozen network, the largest subnet of this step (in place:
     it learns from the labels, the others from labels and its soft targets), or none. `teach`
-    False (before the config's `kd_start`): labels alone."""
+    False (before the config's `kd_start`): labels alone. `train_largest` False (`phases.trains_largest`): the
+    first subnet, the largest, takes no gradient and is left out of the loss; it only gives an in-place teacher's
+    soft targets, so it runs forward only then."""
     teach = teach and cfg.kd_weight > 0
     xs = x if isinstance(x, list) else [x] * len(subs)
     if len(xs) != len(subs):
@@ -86,9 +88,12 @@ def step_loss(
     drop = regularized(cfg, phase, len(subs), "dropout")
     dropout = None if all(drop) else dropout_modules(model)
     on_student_view = phase.teacher == "inplace" and teach and cfg.kd_view == "student"
+    first = 0 if train_largest else 1
+    if not train_largest and phase.teacher == "inplace" and teach and not on_student_view:
+        soft = _teacher_on(model, subs[0], xs[0], dropout, drop[0])  # before the counter: not a trained subnet
     with counter if counter is not None else contextlib.nullcontext():
-        for i, sub in enumerate(subs):
-            new_view = i == 0 or xs[i] is not xs[i - 1]  # a teacher labels each distinct view once
+        for i, sub in enumerate(subs[first:], start=first):
+            new_view = i == first or xs[i] is not xs[i - 1]  # a teacher labels each distinct view once
             if frozen and new_view:  # the teacher sees the view its student sees
                 with torch.no_grad():
                     soft = teacher(xs[i]).float()
@@ -106,8 +111,8 @@ def step_loss(
     if dropout is not None:
         set_dropout(dropout, model.training)
     if counter is not None:
-        counter.scale(len(subs))  # grad_scaling 'usage': each weight as if every subnet had used it
-    return total / len(subs)
+        counter.scale(len(subs) - first)  # grad_scaling 'usage': each weight as if every subnet had used it
+    return total / (len(subs) - first)
 
 
 def _teacher_on(model: Supernet, largest: Any, x: torch.Tensor, dropout: Any, drop: bool) -> torch.Tensor:
