@@ -19,7 +19,7 @@ route), and below which a trained one is reported as weakly ranked. Below it, on
 budget gets several times the epochs a supernet's subnet would, and its choice would be fine-tuned from weights
 that are still far from trained. On cifar10-small on 2 CPU cores a supernet's share passes it from about 53
 minutes of --time-budget; a GPU (15 epochs in 213 s on an H200) passes easily. At 18.7 epochs today's small-image
-default trails the same networks trained alone for as many epochs by 1.54 points (eight seeds, BENCHMARKS.md)."""
+default trails the same networks trained alone for as many epochs by 1.49 points (ten seeds, BENCHMARKS.md)."""
 SEARCH_VAL_IMAGES = 1000
 """Validation images that score a subnet during a time-budgeted search (all of them at export)."""
 

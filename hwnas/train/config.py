@@ -355,7 +355,7 @@ def default_config(space: Space, data_spec: str, schedule: str | None = None) ->
         # label smoothing and cutout for the step's largest subnet only (BigNAS): +1.31 points mean inherited accuracy
         # at 18.7 epochs on cifar10-small over four seeds (-0.72 / +0.36 / +2.19 / +3.43 against the default before it
         # on the same seeds), every subnet +0.6 to +1.9 on average; the gap to the alone nets -1.25 against -2.57 (two
-        # alone draws) on those seeds, -1.54 over eight seeds; Spearman with MACs 0.74-0.95 per seed, mean 0.87
+        # alone draws) on those seeds, -1.49 over ten seeds; Spearman with MACs 0.74-0.95 per seed, mean 0.87
         # (BENCHMARKS.md, bench_recipes.py)
         small["regularize"] = "largest"
         # a 12x12 square (cutout 0.375) for the largest alone was measured and not kept: over five seeds at 18.7 epochs
