@@ -139,8 +139,8 @@ def test_a_slower_machine_is_caught_up_by_replanning(tmp_path: Path, monkeypatch
     real = api.probe_costs
 
     def optimistic(*a, **k):
-        costs, eval_costs = real(*a, **k)
-        return {n: c / 30 for n, c in costs.items()}, eval_costs
+        costs, eval_costs, label_costs = real(*a, **k)
+        return {n: c / 30 for n, c in costs.items()}, eval_costs, label_costs
 
     monkeypatch.setattr(api, "probe_costs", optimistic)
     budget = 8.0
@@ -223,9 +223,9 @@ def test_probe_times_steady_state_not_first_use_of_a_shape(monkeypatch: pytest.M
     space = micro_space()
     ds = tiny_dataset(n_train=16)
     cfg = default_config(space, "x").model_copy(update={"batch_size": 8})
-    warm, _ = probe.probe_costs(Supernet(space), cfg, space, ds, torch.device("cpu"))  # the machine's pace now
+    warm, _, _ = probe.probe_costs(Supernet(space), cfg, space, ds, torch.device("cpu"))  # the machine's pace now
     monkeypatch.setattr(probe, "step_loss", cold_first_use)
-    costs, _ = probe.probe_costs(Supernet(space), cfg, space, ds, torch.device("cpu"))
+    costs, _, _ = probe.probe_costs(Supernet(space), cfg, space, ds, torch.device("cpu"))
     assert len(seen) >= 2  # several sample sets were probed
     # every probed step draws new subnets, so timing a first use would add the whole 0.3 s; measured against
     # the same probe without it (not a fixed threshold), so a busy machine does not fail the test
@@ -309,10 +309,89 @@ def test_the_probe_times_the_subnets_the_run_evaluates(monkeypatch: pytest.Monke
         return real(supernet, sub, *a, **k)
 
     monkeypatch.setattr(ev, "inherited_subnet", spy)
-    _, measured = api.probe_costs(Supernet(space), cfg, space, tiny_dataset(n_train=16), torch.device("cpu"))
+    _, measured, _ = api.probe_costs(Supernet(space), cfg, space, tiny_dataset(n_train=16), torch.device("cpu"))
     expected = [s.key() for _, s in eval_subnets(space, cfg.eval_subnets, cfg.seed)]
     assert len(measured) == len(expected) and sorted(seen[1:]) == sorted(expected)  # seen[0]: the warm-up
     assert all(c.calib_s > 0 and c.val_s > 0 for c in measured)
     seen.clear()  # generate's route decision needs the steps' cost only: no evaluation is timed
-    _, measured = api.probe_costs(Supernet(space), cfg, space, tiny_dataset(n_train=16), torch.device("cpu"), evaluation=False)
+    _, measured, _ = api.probe_costs(Supernet(space), cfg, space, tiny_dataset(n_train=16), torch.device("cpu"), evaluation=False)
     assert measured == [] and seen == []
+
+
+def test_span_seconds_prices_the_label_only_start_apart():
+    """A phase whose teaching adds a forward: iterations before the kd_start boundary (the step's own rule,
+    `iteration >= kd_start * iterations`) cost the label price, the rest the teaching price, and the whole
+    phase costs its mean; without a label price every iteration costs the mean."""
+    from hwnas.train.plan import span_seconds, split_mean
+
+    mean = split_mean(1.0, 2.0, 0.3)
+    cost = PhaseCost(name="sandwich", seconds_per_iter=mean, label_seconds_per_iter=1.0)
+    assert mean == pytest.approx(1.7)
+    assert span_seconds(cost, 0.3, 100, 0, 100) == pytest.approx(100 * mean)
+    assert span_seconds(cost, 0.3, 100, 0, 30) == pytest.approx(30.0)  # iterations 0-29 learn from labels alone
+    assert span_seconds(cost, 0.3, 100, 30, 40) == pytest.approx(20.0)
+    assert span_seconds(cost, 0.3, 100, 25, 35) == pytest.approx(5 * 1.0 + 5 * 2.0)
+    assert span_seconds(cost, 0.3, 7, 0, 3) == pytest.approx(3.0)  # ceil(2.1) = 3 label-only iterations
+    assert span_seconds(cost, 0.3, 7, 3, 4) == pytest.approx(2.0)
+    assert span_seconds(cost, 0.3, 100, 40, 40) == 0.0
+    flat = PhaseCost(name="sandwich", seconds_per_iter=1.5)
+    assert span_seconds(flat, 0.3, 100, 0, 30) == pytest.approx(45.0)
+    assert span_seconds(cost, 0.0, 100, 0, 30) == pytest.approx(30 * mean)  # no boundary: the mean
+
+
+def test_the_probe_times_a_costlier_teaching_step_apart(monkeypatch: pytest.MonkeyPatch):
+    """With `kd_view: student` a step after kd_start runs one more forward of the largest per student; the probe
+    times both kinds of step and plans the phase at their kd_start-weighted mean (timing only teaching steps made
+    a 45-minute cifar plan about 4% short, and the re-plans then swung the epochs by 9%)."""
+    import hwnas.train.probe as probe
+    from hwnas.supernet import Supernet
+
+    clock = [0.0]  # a step costs what `priced` says, whatever else this machine is doing
+    calls = {True: 0, False: 0}
+
+    def priced(model, forward, x, y, subs, phase, cfg, teacher, teach=True, **k):
+        calls[teach] += 1
+        clock[0] += 0.25 if teach and cfg.kd_view == "student" else 0.05
+        return torch.zeros(())
+
+    monkeypatch.setattr(probe, "step_loss", priced)
+    monkeypatch.setattr(probe, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    space, ds = micro_space(), tiny_dataset(n_train=16)
+    base = default_config(space, "x").model_copy(update={"batch_size": 8, "kd_start": 0.3})
+    student = base.model_copy(update={"kd_view": "student"})
+    cpu = torch.device("cpu")
+    costs, _, label = probe.probe_costs(Supernet(space), student, space, ds, cpu, evaluation=False)
+    assert label == {"sandwich": pytest.approx(0.05)}
+    assert costs["sandwich"] == pytest.approx(0.3 * 0.05 + 0.7 * 0.25)
+    # each teaching step after an untimed one on the same subnets; the label-only steps reuse them, warm
+    assert calls == {True: 2 * probe.PROBE_STEPS, False: probe.PROBE_STEPS}
+    costs, _, label = probe.probe_costs(Supernet(space), base, space, ds, cpu, evaluation=False)
+    assert label == {} and costs["sandwich"] == pytest.approx(0.05)  # the teacher's own view: teaching costs nothing more
+    every_step = student.model_copy(update={"kd_start": 0.0})
+    costs, _, label = probe.probe_costs(Supernet(space), every_step, space, ds, cpu, evaluation=False)
+    assert label == {} and costs["sandwich"] == pytest.approx(0.25)  # every step teaches
+
+
+def test_replanning_expects_the_label_only_start_to_be_cheaper():
+    """On plan: 20 of 100 iterations done at the label price, the rest as planned fits the deadline exactly; the
+    re-plan must keep the plan, not read the cheap start as a fast machine and stretch the run by half."""
+    import hwnas.train.api as api
+    from hwnas.train.position import Position
+
+    cfg = default_config(micro_space(), "x").model_copy(update={"kd_start": 0.5, "eval_at": "end"})
+    cfg = cfg.with_epochs({"sandwich": 10.0})  # 10 iterations an epoch: 100 in all
+    cost = PhaseCost(name="sandwich", seconds_per_iter=1.5, label_seconds_per_iter=1.0)
+    plan = Plan(time_budget_s=1000.0, planned_epochs={"sandwich": 10.0}, iters_per_epoch=10, costs=[cost],
+                train_s=150.0, eval_s=5.0, overhead_s=0.0)
+    assert "1.500 s/iteration (mean; 1.000 before kd_start)" in "\n".join(plan.lines())
+
+    def run_at(seconds_left: float):
+        saves_left = 10 - 2 + 1
+        return SimpleNamespace(cfg=cfg, iters_per_epoch=10, pos=Position(0, 2, 0), phase=cfg.phases[0],
+                               phase_steps=20, phase_time=19 * 1.0, save_s=0.0,
+                               deadline=time.perf_counter() + seconds_left + plan.eval_s + saves_left * 0.0)
+
+    remaining = 30 * 1.0 + 50 * 2.0  # 30 more label-only iterations, then 50 teaching ones
+    assert api._replan_decision(run_at(remaining), plan) is None  # type: ignore[arg-type]
+    epochs, ratio, _ = api._replan_decision(run_at(remaining * 0.8), plan)  # type: ignore[arg-type]
+    assert ratio == pytest.approx(1.0) and 8.0 < epochs["sandwich"] < 9.0  # 20 done + 80 x 0.8 = 84 iterations

@@ -525,7 +525,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path, tiny_data
 
     monkeypatch.setattr(step_mod, "training_loss", flaky)
     # the cost probe (which also computes losses, on a copy) is not under test here
-    monkeypatch.setattr(api, "probe_costs", lambda model, cfg, *a, **k: ({p.name: 0.01 for p in cfg.phases}, []))
+    monkeypatch.setattr(api, "probe_costs", lambda model, cfg, *a, **k: ({p.name: 0.01 for p in cfg.phases}, [], {}))
     out = tmp_path / "sn.pt"
     with pytest.raises(TrainingDiverged, match=r"loss became nan in phase kernel.*sn\.pt.*kept"):
         api.train_supernet(micro_space(), tiny_data, out, config=_tiny_cfg(), progress=False)

@@ -38,7 +38,8 @@ from hwnas.train.distributed import CpuThreads, DistContext, cpu_threads, init_d
 from hwnas.train.evaluate import evaluate_subnet
 from hwnas.train.phases import check_phases, eval_subnets, sample_step, trains_largest
 from hwnas.train.plan import (EVAL_SHARE, Plan, PhaseCost, SubnetEvalCost, estimate_eval_seconds, eval_subnets_within,
-                              format_duration, parse_duration, phase_seconds, plan_epochs_with_saves)
+                              format_duration, parse_duration, phase_seconds, plan_epochs_with_saves,
+                              span_seconds)
 from hwnas.train.position import (Position, aug_generator, epochs_done, phase_epoch_count, phase_iters, rng_state,
                                   set_rng_state, skip_empty_phases)
 from hwnas.train.probe import freeze, make_teacher, probe_costs
@@ -376,10 +377,15 @@ def _replan_decision(run: _Run, plan: Plan) -> tuple[dict[str, float], float, fl
     """(new epochs of the phases left, measured/planned cost, seconds left) or None to keep the plan."""
     assert run.deadline is not None
     cfg, ipe, index = run.cfg, run.iters_per_epoch, run.pos.phase_index
-    ratio = _measured_cost(run) / plan.cost(run.phase.name)  # actual / planned cost per iteration
-    done_here = _phase_iter(run)
+    done_here, here = _phase_iter(run), plan.phase_cost(run.phase.name)
+    iters_here = phase_iters(cfg, index, ipe)
+    # actual / planned seconds of the steps timed so far (this invocation's, its first left out): at the
+    # planned price of *those* steps, so a phase's cheaper label-only start does not pass for a fast machine
+    timed = span_seconds(here, cfg.kd_start, iters_here, done_here - run.phase_steps + 1, done_here)
+    ratio = run.phase_time / timed if timed > 0 else 1.0
     left_iters = {i: (phase_iters(cfg, i, ipe) - (done_here if i == index else 0)) for i in range(index, len(cfg.phases))}
-    expected = sum(n * plan.cost(cfg.phases[i].name) * ratio for i, n in left_iters.items())
+    expected = ratio * (span_seconds(here, cfg.kd_start, iters_here, done_here, iters_here)
+                        + sum(n * plan.cost(cfg.phases[i].name) for i, n in left_iters.items() if i != index))
     evals_left = plan.eval_s if cfg.eval_at == "end" else plan.eval_s * (len(cfg.phases) - index) / len(cfg.phases)
     saves_left = sum(math.ceil(cfg.phases[i].epochs) for i in range(index, len(cfg.phases))) - run.pos.epoch + 1
     available = run.deadline - time.perf_counter() - evals_left - saves_left * run.save_s
@@ -441,8 +447,10 @@ def _result(run: _Run, seconds: float) -> dict[str, Any]:
 
 
 def make_plan(run: _Run, costs: dict[str, float], eval_costs: list[SubnetEvalCost], time_budget_s: float | None,
-              spent_s: float, save_s: float) -> tuple[TrainConfig, Plan]:
-    """Epochs per phase that fit the budget (or the configured ones) and what the run will cost."""
+              spent_s: float, save_s: float, label_costs: dict[str, float] | None = None) -> tuple[TrainConfig, Plan]:
+    """Epochs per phase that fit the budget (or the configured ones) and what the run will cost. `costs`: each
+    phase's mean per iteration; `label_costs`: the label-only start's price where it differs (`probe_costs`)."""
+    label_costs = label_costs or {}
     cfg = run.cfg
     calib_images = min(cfg.calib_images, run.ds.train_x.shape[0])
     val_images = int(run.ds.val_x.shape[0])
@@ -463,7 +471,8 @@ def make_plan(run: _Run, costs: dict[str, float], eval_costs: list[SubnetEvalCos
     cfg = cfg.for_planned_epochs()
     saves = sum(math.ceil(p.epochs) for p in cfg.phases) + 1
     plan = Plan(time_budget_s=time_budget_s, planned_epochs=cfg.planned_epochs, iters_per_epoch=run.iters_per_epoch,
-                costs=[PhaseCost(name=p.name, seconds_per_iter=costs[p.name]) for p in cfg.phases],
+                costs=[PhaseCost(name=p.name, seconds_per_iter=costs[p.name], label_seconds_per_iter=label_costs.get(p.name))
+                       for p in cfg.phases],
                 train_s=phase_seconds(cfg, costs, run.iters_per_epoch), eval_s=eval_s, eval_subnets_dropped=dropped,
                 overhead_s=spent_s + saves * save_s,
                 cpu_threads=torch.get_num_threads() if run.device.type == "cpu" else None)
@@ -670,10 +679,10 @@ def _plan_run(run: _Run, budget_s: float | None, t_start: float, *, save_s: floa
     payload: Any = None
     costs: dict[str, float] = {}
     if run.dist.is_main:
-        costs, eval_costs = probe_costs(run.model, run.cfg, run.space, run.ds, run.device)
+        costs, eval_costs, label_costs = probe_costs(run.model, run.cfg, run.space, run.ds, run.device)
         spent = time.perf_counter() - t_start
         try:
-            cfg, plan = make_plan(run, costs, eval_costs, budget_s, spent, save_s)
+            cfg, plan = make_plan(run, costs, eval_costs, budget_s, spent, save_s, label_costs)
             payload = ("ok", cfg.model_dump(mode="json"), plan.model_dump(mode="json"), costs)
         except UserError as e:
             payload = ("error", str(e), None, None)

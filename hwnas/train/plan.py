@@ -51,7 +51,30 @@ class PhaseCost(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     name: str
-    seconds_per_iter: float = Field(gt=0)
+    seconds_per_iter: float = Field(gt=0, description="mean over the phase's iterations")
+    label_seconds_per_iter: float | None = Field(
+        default=None, gt=0, description="where teaching costs a forward more (a frozen teacher, `kd_view: student`): "
+        "the price of the iterations before `kd_start`, which learn from labels alone; None: every iteration costs the mean")
+
+
+def split_mean(label_s: float, teach_s: float, kd_start: float) -> float:
+    """Mean seconds per iteration of a phase whose first `kd_start` share of iterations costs `label_s` and the rest
+    `teach_s` (the step decides by `iteration >= kd_start * iterations`)."""
+    return kd_start * label_s + (1.0 - kd_start) * teach_s
+
+
+def span_seconds(cost: PhaseCost, kd_start: float, iters: int, start: int, stop: int) -> float:
+    """Expected seconds of iterations [start, stop) of a phase of `iters` iterations: at the label-only price before
+    the `kd_start` boundary and the teaching price after it, where the two differ; else at the mean. Re-planning
+    compares the steps it timed with this, so the cheap label-only start of a phase is not read as a fast machine."""
+    n = max(stop - start, 0)
+    label = cost.label_seconds_per_iter
+    if label is None or not 0 < kd_start < 1:
+        return n * cost.seconds_per_iter
+    teach = max((cost.seconds_per_iter - kd_start * label) / (1.0 - kd_start), 0.0)
+    boundary = math.ceil(kd_start * iters)  # the first iteration that learns from the teacher
+    n_label = max(min(stop, boundary) - start, 0)
+    return n_label * label + (n - n_label) * teach
 
 
 class Plan(BaseModel):
@@ -70,7 +93,10 @@ class Plan(BaseModel):
     cpu_threads: int | None = Field(default=None, description="intra-op threads the costs were measured with (CPU)")
 
     def cost(self, name: str) -> float:
-        return next(c.seconds_per_iter for c in self.costs if c.name == name)
+        return self.phase_cost(name).seconds_per_iter
+
+    def phase_cost(self, name: str) -> PhaseCost:
+        return next(c for c in self.costs if c.name == name)
 
     @property
     def total_s(self) -> float:
@@ -86,7 +112,9 @@ class Plan(BaseModel):
         for name, e in self.planned_epochs.items():
             if e > 0:
                 secs = e * self.iters_per_epoch * cost[name]
-                out.append(f"  phase {name:<9} {e:7.2f} epochs  {cost[name]:.3f} s/iteration  ~{format_duration(secs)}")
+                label = self.phase_cost(name).label_seconds_per_iter
+                start = f" (mean; {label:.3f} before kd_start)" if label is not None else ""
+                out.append(f"  phase {name:<9} {e:7.2f} epochs  {cost[name]:.3f} s/iteration{start}  ~{format_duration(secs)}")
         dropped = (f" (without {self.eval_subnets_dropped} of the random subnets, to keep it within "
                    f"{EVAL_SHARE:.0%} of the budget)" if self.eval_subnets_dropped else "")
         out.append(f"  evaluation ~{format_duration(self.eval_s)}{dropped}; setup and checkpoints ~{format_duration(self.overhead_s)}")
