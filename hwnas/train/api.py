@@ -695,7 +695,8 @@ def _plan_run(run: _Run, budget_s: float | None, t_start: float, *, save_s: floa
     run.plan = Plan.model_validate(plan_json)
     if run.pos.phase_index > 0 or run.pos.epoch > 0 or run.pos.batch > 0:  # resumed: what is left
         done = sum(round(p.epochs * run.iters_per_epoch) * costs[p.name] for p in run.cfg.phases[: run.pos.phase_index])
-        done += _phase_iter(run) * costs[run.phase.name]
+        done += span_seconds(run.plan.phase_cost(run.phase.name), run.cfg.kd_start,
+                             phase_iters(run.cfg, run.pos.phase_index, run.iters_per_epoch), 0, _phase_iter(run))
         run.plan = run.plan.model_copy(update={"train_s": max(run.plan.train_s - done, 0.0)})
     if progress and run.dist.is_main:
         lines = run.plan.lines()

@@ -141,7 +141,7 @@ class TrainConfig(_Strict):
         "target of each student is the largest's prediction on the largest's own view ('teacher': the forward it "
         "trained with, free; another crop, flip and cutout than the student's), or on the student's view ('student': "
         "one more forward of the largest per student, without gradients: on cifar10-small +0.20 points over two seeds at "
-        "11 epochs and +1.31 at 18.7 epochs, for 14-25% more time per distilling epoch; not yet measured in equal time, "
+        "11 epochs and +1.31 at 18.7 epochs, for 14-27% more time per distilling step; not yet measured in equal time, "
         "BENCHMARKS.md)")
     kd_start: float = Field(
         default=0.0, ge=0, lt=1,
