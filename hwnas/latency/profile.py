@@ -42,15 +42,10 @@ def check_resolutions(space: Space, resolutions: list[int] | None) -> list[int]:
     return sorted(set(int(r) for r in resolutions))
 
 
-def _calibration_inputs(shape: tuple[int, ...], n: int = 4, seed: int = 0) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return [rng.standard_normal(shape).astype(np.float32) for _ in range(n)]
-
-
 def _quantize(model: bytes, shape: tuple[int, ...]) -> bytes:
-    from hwnas.runtime import quantize_static_qdq_bytes
+    from hwnas.runtime.quantize import quantize_many
 
-    return quantize_static_qdq_bytes(model, _calibration_inputs(shape))
+    return quantize_many([(model, shape)], workers=1)[0]
 
 
 @dataclass
@@ -108,48 +103,43 @@ def calibration_set(space: Space, n: int, resolutions: list[int]) -> list[Subnet
 
 
 def make_plan(
-    space: Space, resolutions: list[int], *, int8: bool = False, calibration_subnets: int = DEFAULT_CALIBRATION_SUBNETS, progress: bool = True
+    space: Space, resolutions: list[int], *, int8: bool = False, calibration_subnets: int = DEFAULT_CALIBRATION_SUBNETS, progress: bool = True,
+    quantize_workers: int | None = None,
 ) -> ProfilePlan:
-    """Export each distinct piece structure once, and compose the calibration subnets from them."""
+    """Export each distinct piece structure once, and compose the calibration subnets from them; for int8 quantise
+    them all in `quantize_workers` processes (default: one per core, `quantize_many`)."""
     pieces = all_pieces(space, resolutions)
     structs: dict[str, Any] = {}
     for key, p in pieces.items():
         structs.setdefault(structure_key(p), p)
     plan = ProfilePlan(space, resolutions, int8)
     names: dict[str, str] = {}
-    bar = ortbench.Progress(len(structs), "exporting" + (" + quantising" if int8 else ""), enabled=progress)
+    shapes: dict[str, tuple[int, ...]] = {}
+    bar = ortbench.Progress(len(structs), "exporting", enabled=progress)
     for i, (skey, p) in enumerate(structs.items()):
-        data = export_piece(p)
-        if int8:
-            data = _quantize(data, input_shape(p))
         name = f"pieces/{i:04d}.onnx"
-        plan.graphs[name] = data
-        names[skey] = name
+        plan.graphs[name] = export_piece(p)
+        names[skey], shapes[name] = name, tuple(input_shape(p))
         bar.update()
     for key, p in pieces.items():
         plan.entries.append({"key": key, "file": names[structure_key(p)], "shape": list(input_shape(p)), "dim_overrides": piece_overrides(p)})
-    # calibration: whole subnets built from the same piece graphs (float, then quantised as a whole)
-    float_graphs = plan.graphs if not int8 else {}
+    # calibration: whole subnets composed of the float piece graphs (for int8 quantised as a whole, below)
     subs = calibration_set(space, calibration_subnets, resolutions)
     for j, sub in enumerate(subs):
         netplan = build_plan(space, sub)
-        parts_plans = [netplan.stem, *netplan.blocks, netplan.head]
-        parts = []
-        for p in parts_plans:
-            name = names[structure_key(p)]
-            if int8:
-                if name not in float_graphs:
-                    float_graphs[name] = export_piece(p)
-                parts.append(float_graphs[name])
-            else:
-                parts.append(plan.graphs[name])
-        net = compose(parts, space.in_channels, sub.resolution, space.num_classes)
+        parts = [plan.graphs[names[structure_key(p)]] for p in (netplan.stem, *netplan.blocks, netplan.head)]
         shape = [1, space.in_channels, sub.resolution, sub.resolution]
-        if int8:
-            net = _quantize(net, tuple(shape))
         name = f"nets/{j:03d}.onnx"
-        plan.graphs[name] = net
+        plan.graphs[name] = compose(parts, space.in_channels, sub.resolution, space.num_classes)
+        shapes[name] = tuple(shape)
         plan.calibration.append({"key": f"{CAL_PREFIX}{j}", "file": name, "shape": shape, "dim_overrides": {}, "subnet": sub.model_dump()})
+    if int8:  # every graph, pieces and nets alike, quantised in parallel processes (the bulk of an INT8 plan)
+        from hwnas.runtime.quantize import quantize_many
+
+        files = list(plan.graphs)
+        bar = ortbench.Progress(len(files), "quantising", enabled=progress)
+        done = quantize_many([(plan.graphs[f], shapes[f]) for f in files], workers=quantize_workers, on_done=bar.update)
+        plan.graphs = dict(zip(files, done))
     return plan
 
 

@@ -1,10 +1,11 @@
-"""Static QDQ INT8 quantisation with ONNX Runtime's quantiser, calibrated on real images."""
+"""Static QDQ INT8 quantisation with ONNX Runtime's quantiser: exported models calibrated on real images, latency
+graphs on random inputs of their shape (`quantize_many`, in parallel processes)."""
 
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -80,3 +81,51 @@ def quantize_static_qdq_bytes(model: bytes, calibration: list[np.ndarray], *, in
         src.write_bytes(model)
         quantize_static_qdq(src, dst, calibration, input_name=input_name)
         return dst.read_bytes()
+
+
+def calibration_inputs(shape: tuple[int, ...], n: int = 4, seed: int = 0) -> list[np.ndarray]:
+    """The `n` random-normal inputs a latency graph is calibrated on: its latency, not its accuracy, is what the
+    profiler measures, so any input of the right shape gives the graph its real QDQ structure."""
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(shape).astype(np.float32) for _ in range(n)]
+
+
+def _quantize_job(job: tuple[bytes, tuple[int, ...]]) -> bytes:
+    model, shape = job
+    return quantize_static_qdq_bytes(model, calibration_inputs(tuple(shape)))
+
+
+def quantize_workers(jobs: int) -> int:
+    """Processes for `quantize_many`: one per CPU this process may use (at most 8), never more than the jobs."""
+    import os
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cpus, 8, jobs))
+
+
+def quantize_many(models: list[tuple[bytes, tuple[int, ...]]], *, workers: int | None = None,
+                  on_done: Callable[[], None] | None = None) -> list[bytes]:
+    """`quantize_static_qdq_bytes` of each (model, input shape), calibrated on `calibration_inputs`, in order.
+
+    Why in processes: ORT's quantiser is pure Python for the most part (per-channel scales, graph rewrites) and
+    held three quarters of an INT8 profile's time, one graph after another on one core. Each graph is independent,
+    so `workers` processes (default `quantize_workers`) share them; the bytes are the same as one process makes.
+    Processes are spawned, not forked: the parent may hold torch's thread pools. Nothing is measured meanwhile
+    (the profiler times graphs only after all are made)."""
+    n = quantize_workers(len(models)) if workers is None else max(1, min(int(workers), len(models)))
+    out: list[bytes] = []
+    if n <= 1:
+        for job in models:
+            out.append(_quantize_job(job))
+            if on_done is not None:
+                on_done()
+        return out
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for data in pool.map(_quantize_job, models, chunksize=1):
+            out.append(data)
+            if on_done is not None:
+                on_done()
+    return out
