@@ -106,9 +106,12 @@ def test_quantize_static_qdq_produces_close_int8_model(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.onnx", "q.onnx"]  # no leftovers
 
 
-def test_quantize_many_in_processes_gives_the_same_graphs_in_order_as_one_process():
+def test_quantize_many_in_processes_gives_the_same_graphs_in_order_as_one_process(monkeypatch):
     """INT8 profiles quantise their graphs in parallel processes: the result must not depend on how many,
-    and each graph comes back in its own place (graphs of different shapes, so a swap would show)."""
+    and each graph comes back in its own place (graphs of different shapes, so a swap would show); where no
+    process pool can start, the same graphs come from this process."""
+    import concurrent.futures
+
     from hwnas.runtime.quantize import quantize_many
 
     jobs = [(export_onnx_bytes(_net(c), torch.randn(1, 3, r, r)), (1, 3, r, r)) for c, r in ((8, 8), (12, 10), (4, 6))]
@@ -116,6 +119,12 @@ def test_quantize_many_in_processes_gives_the_same_graphs_in_order_as_one_proces
     serial = quantize_many(jobs, workers=1)
     parallel = quantize_many(jobs, workers=2, on_done=lambda: ticks.append(1))
     assert parallel == serial and len(ticks) == 3
+
+    def no_pool(*a, **k):
+        raise OSError("no semaphores here")
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", no_pool)
+    assert quantize_many(jobs, workers=2) == serial
     for (f, shape), q in zip(jobs, parallel):
         assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in onnx.load_from_string(q).graph.node}
         x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)

@@ -114,18 +114,22 @@ def quantize_many(models: list[tuple[bytes, tuple[int, ...]]], *, workers: int |
     (the profiler times graphs only after all are made)."""
     n = quantize_workers(len(models)) if workers is None else max(1, min(int(workers), len(models)))
     out: list[bytes] = []
-    if n <= 1:
-        for job in models:
-            out.append(_quantize_job(job))
-            if on_done is not None:
-                on_done()
-        return out
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    if n > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures.process import BrokenProcessPool
 
-    with ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn")) as pool:
-        for data in pool.map(_quantize_job, models, chunksize=1):
-            out.append(data)
-            if on_done is not None:
-                on_done()
+        try:
+            with ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn")) as pool:
+                for data in pool.map(_quantize_job, models, chunksize=1):
+                    out.append(data)
+                    if on_done is not None:
+                        on_done()
+            return out
+        except (OSError, ImportError, BrokenProcessPool):  # no process pools here (e.g. Android's Python): go on in this one
+            pass
+    for job in models[len(out):]:
+        out.append(_quantize_job(job))
+        if on_done is not None:
+            on_done()
     return out
