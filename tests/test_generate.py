@@ -330,7 +330,7 @@ def test_time_budget_splits_the_run_and_fine_tunes_the_choice(first_run, tiny_fo
     from hwnas.generate import TRAIN_SHARE, generate
 
     kw = {k: v for k, v in KW.items() if k not in ("train_config", "search_options")}
-    budget = 60.0
+    budget = 40.0
     t0 = time.perf_counter()
     r = generate(10.0, tmp_path / "tb", data=tiny_folder, time_budget=f"{budget:g}s", **kw)
     wall = time.perf_counter() - t0

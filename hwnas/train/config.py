@@ -141,8 +141,8 @@ class TrainConfig(_Strict):
         "target of each student is the largest's prediction on the largest's own view ('teacher': the forward it "
         "trained with, free; another crop, flip and cutout than the student's), or on the student's view ('student': "
         "one more forward of the largest per student, without gradients: on cifar10-small +0.20 points over two seeds at "
-        "11 epochs and +1.31 at 18.7 epochs, for 14-27% more time per distilling step; not yet measured in equal time, "
-        "BENCHMARKS.md)")
+        "11 epochs and +1.31 at 18.7 epochs, for 14-27% more time per distilling step; in equal time (17.06 epochs "
+        "against 18.73, one seed) 0.82 points below 'teacher', BENCHMARKS.md)")
     kd_start: float = Field(
         default=0.0, ge=0, lt=1,
         description="share of each teaching phase's iterations trained on labels alone before the teacher's soft targets "
