@@ -120,6 +120,7 @@ def _mean_step_seconds(probe: Supernet, cfg: TrainConfig, space: Space, ds: Data
                 times.append(time.perf_counter() - t0)
     return max(float(np.mean(times)), 1e-9)
 
+
 def supernet_epochs_for(space: Space, ds: Dataset, cfg: TrainConfig, time_budget_s: float,
                         device: str | torch.device | None = None) -> float:
     """About how many epochs `train_supernet` would plan for `time_budget_s` (all of it for steps:
