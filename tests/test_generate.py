@@ -24,7 +24,11 @@ TINY_TRAIN = {
 }
 TINY_SEARCH = {"pop_size": 8, "generations": 3, "init_samples": 6, "iterations": 1, "candidates_per_iteration": 3,
                "predictors": ["ridge"], "cv_folds": 2}
-KW = dict(space="mbv3-tiny", train_config=TINY_TRAIN, profile_resolutions=[12], search_options=TINY_SEARCH, progress=False)
+# a profile of 12 whole subnets timed briefly: the tables' predictions matter here only as far as the tests say
+TINY_PROFILE = {"calibration_subnets": 12,
+                "protocol": {"warmup_runs": 2, "warmup_s": 0.0, "min_repeats": 6, "min_time_s": 0.0, "rounds": 2, "max_remeasure": 0}}
+KW = dict(space="mbv3-tiny", train_config=TINY_TRAIN, profile_resolutions=[12], profile_options=TINY_PROFILE,
+          search_options=TINY_SEARCH, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +92,32 @@ def test_generate_writes_consistent_outputs(first_run, tiny_folder):
     acc = float((sess.run(["logits"], {"input": x})[0].argmax(1) == ds.val_y.numpy()).mean())
     assert acc == pytest.approx(r["val_acc"]) and acc == pytest.approx(r["val_acc_torch"])
     onnx.checker.check_model(str(out / "model.onnx"))
+
+
+def test_profile_options_name_their_own_table_and_bad_ones_are_refused(monkeypatch):
+    """A shrunken profile never stands in for a full one (and the defaults keep the key they always had);
+    options are checked before anything is measured."""
+    import hwnas.latency as lat
+    from hwnas.generate.caches import cached_table, table_cache_key
+    from hwnas.latency import ProfileOptions
+    from hwnas.space import load_space
+
+    sp = load_space("mbv3-tiny")
+    plain = table_cache_key(sp, threads=1, provider="CPUExecutionProvider", int8=False, resolutions=[12])
+    small = table_cache_key(sp, threads=1, provider="CPUExecutionProvider", int8=False, resolutions=[12],
+                            options=ProfileOptions.model_validate(TINY_PROFILE))
+    assert "options" not in plain and small["options"]["calibration_subnets"] == 12
+    assert {k: v for k, v in small.items() if k != "options"} == plain
+
+    def boom(*a, **k):
+        raise AssertionError("measured before the options were checked")
+
+    monkeypatch.setattr(lat, "profile_space", boom)
+    for bad, said in [({"calibration_subnets": 2}, "calibration_subnets"), ({"rounds": 2}, "rounds"),
+                      ({"protocol": {"min_repeats": 1}}, "min_repeats")]:
+        with pytest.raises(UserError, match="profile options") as e:
+            cached_table(sp, resolutions=[12], progress=False, options=bad)
+        assert said in str(e.value)
 
 
 def test_second_run_reuses_both_caches(first_run, tiny_folder, tmp_path, monkeypatch):
@@ -330,7 +360,7 @@ def test_time_budget_splits_the_run_and_fine_tunes_the_choice(first_run, tiny_fo
     from hwnas.generate import TRAIN_SHARE, generate
 
     kw = {k: v for k, v in KW.items() if k not in ("train_config", "search_options")}
-    budget = 40.0
+    budget = 50.0
     t0 = time.perf_counter()
     r = generate(10.0, tmp_path / "tb", data=tiny_folder, time_budget=f"{budget:g}s", **kw)
     wall = time.perf_counter() - t0

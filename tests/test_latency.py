@@ -564,7 +564,7 @@ def test_a_busy_profile_is_recorded_and_generate_refuses_it(tmp_path, monkeypatc
     others = busy_limit(1) + 0.5  # another job on a core throughout
     monkeypatch.setattr(load.LoadMonitor, "others_cores", lambda self: others)
     out = tmp_path / "t.json"
-    tab = profile_space(load_space("mbv3-tiny"), out, resolutions=[12], progress=False, calibration_subnets=4)
+    tab = profile_space(load_space("mbv3-tiny"), out, resolutions=[12], progress=False, calibration_subnets=4, protocol=FAST)
     assert tab.noise is not None and not tab.noise.trusted and tab.noise.rounds == 2  # measured once more, still busy
     assert f"{others:.2f} cores" in tab.noise.reason
     assert load_table(out).noise == tab.noise  # recorded in the file
@@ -591,7 +591,8 @@ def test_calibration_subnets_are_timed_as_the_mean_of_both_runs(tmp_path, monkey
         return {j["key"]: {"median_ms": 1.2} for j in jobs}
 
     monkeypatch.setattr(ortbench, "measure_all", first_run)
-    tab = profile_space(load_space("mbv3-tiny"), tmp_path / "t.json", resolutions=[12], progress=False, calibration_subnets=4)
+    tab = profile_space(load_space("mbv3-tiny"), tmp_path / "t.json", resolutions=[12], progress=False, calibration_subnets=4,
+                       protocol=FAST)
     pts = tab.calibration.points
     assert len(pts) == 4 and all(p.measured_ms == pytest.approx(1.1) for p in pts)
     assert all(p.subnet is not None for p in pts)  # stored, so validation can time the same networks again

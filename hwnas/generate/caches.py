@@ -10,17 +10,26 @@ from pathlib import Path
 from typing import Any
 
 from hwnas.cache import cache_dir, digest
+from pydantic import ValidationError
+
 from hwnas.errors import UserError
+from hwnas.fileio import format_validation_error
 from hwnas.progress import log as _log
 
 
-def table_cache_key(space, *, threads: int, provider: str, int8: bool, resolutions: list[int] | None) -> dict[str, Any]:
-    """Everything that decides a latency table: the space, this machine, how it is measured, the code version."""
+def table_cache_key(space, *, threads: int, provider: str, int8: bool, resolutions: list[int] | None,
+                    options: Any = None) -> dict[str, Any]:
+    """Everything that decides a latency table: the space, this machine, how it is measured, the code version.
+    `options` (a ProfileOptions other than the defaults) joins the key only when given, so the tables
+    profiled with the defaults keep their names."""
     from hwnas import __version__
     from hwnas.runtime import ortbench
 
-    return {"space": space.to_file_dict(), "machine": ortbench.fingerprint(provider, threads, 1), "threads": threads, "provider": provider,
-            "int8": int8, "resolutions": resolutions, "hwnas": __version__}
+    key = {"space": space.to_file_dict(), "machine": ortbench.fingerprint(provider, threads, 1), "threads": threads,
+           "provider": provider, "int8": int8, "resolutions": resolutions, "hwnas": __version__}
+    if options is not None:
+        key["options"] = options.model_dump(mode="json")
+    return key
 
 
 def supernet_cache_key(space, data_fingerprint: str, config, time_budget_s: float | None = None) -> dict[str, Any]:
@@ -35,11 +44,20 @@ def supernet_cache_key(space, data_fingerprint: str, config, time_budget_s: floa
 
 
 def cached_table(space, *, threads: int = 1, provider: str = "CPUExecutionProvider", int8: bool = False,
-                 resolutions: list[int] | None = None, progress: bool = True) -> tuple[Path, bool]:
-    """(path, hit): the cached table for this machine, profiling it first on a miss."""
-    from hwnas.latency import load_table
+                 resolutions: list[int] | None = None, progress: bool = True,
+                 options: dict[str, Any] | None = None) -> tuple[Path, bool]:
+    """(path, hit): the cached table for this machine, profiling it first on a miss. `options`: ProfileOptions
+    fields (tests and benchmarks measure less; the defaults otherwise)."""
+    from hwnas.latency import ProfileOptions, load_table
 
-    key = digest(table_cache_key(space, threads=threads, provider=provider, int8=int8, resolutions=resolutions))
+    opts = None
+    if options is not None:
+        try:
+            opts = ProfileOptions.model_validate(options)
+        except ValidationError as e:
+            raise UserError(format_validation_error("profile options", e)) from None
+    key = digest(table_cache_key(space, threads=threads, provider=provider, int8=int8, resolutions=resolutions,
+                                 options=opts))
     path = cache_dir("tables") / f"{space.name}-{key}.json"
     if path.is_file():
         try:
@@ -53,7 +71,9 @@ def cached_table(space, *, threads: int = 1, provider: str = "CPUExecutionProvid
 
     _log(progress, f"profile: measuring every distinct block of '{space.name}' on this machine (cached in {path.parent})")
     # TABLE files are written atomically (temporary name, then rename): no half cache entry is possible
-    profile_space(space, path, threads=threads, provider=provider, resolutions=resolutions, int8=int8, progress=progress)
+    opts = opts or ProfileOptions()
+    profile_space(space, path, threads=threads, provider=provider, resolutions=resolutions, int8=int8, progress=progress,
+                  protocol=opts.protocol, calibration_subnets=opts.calibration_subnets)
     return path, False
 
 

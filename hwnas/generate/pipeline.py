@@ -51,6 +51,7 @@ def generate(
     epochs_scale: float = 1.0,
     train_config: Any = None,
     profile_resolutions: list[int] | None = None,
+    profile_options: dict[str, Any] | None = None,
     search_options: dict[str, Any] | None = None,
     device: str | None = None,
     time_budget: float | str | None = None,
@@ -71,8 +72,9 @@ def generate(
     finalist that keeps the most accuracy quantised, and delivers the QDQ INT8 model as model.onnx (fp32 beside it as model.fp32.onnx); `ort_format` adds model.ort and its
     reduced-build operator config. Raises BudgetNotMet (CLI exit 3) when no candidate measures within the
     budget: the model is then left only as model.over-budget.onnx.
-    `epochs_scale`, `train_config`, `profile_resolutions` and `search_options` exist so that tests
-    and benchmarks can shrink the work; they are part of the cache keys where they change results.
+    `epochs_scale`, `train_config`, `profile_resolutions`, `profile_options` (ProfileOptions fields) and
+    `search_options` exist so that tests and benchmarks can shrink the work; they are part of the cache keys
+    where they change results.
     """
     from hwnas.train.distributed import cpu_threads
 
@@ -81,12 +83,14 @@ def generate(
     with cpu_threads("cpu"):
         return _generate(budget_ms, out, data=data, space=space, table=table, force=force, progress=progress,
                          epochs_scale=epochs_scale, train_config=train_config, profile_resolutions=profile_resolutions,
-                         search_options=search_options, device=device, time_budget=time_budget, val_images=val_images,
-                         force_table=force_table, supernet=supernet, int8=int8, ort_format=ort_format)
+                         profile_options=profile_options, search_options=search_options, device=device,
+                         time_budget=time_budget, val_images=val_images, force_table=force_table, supernet=supernet,
+                         int8=int8, ort_format=ort_format)
 
 
 def _generate(budget_ms: float, out: str | os.PathLike[str], *, data: str, space: str, table: Any, force: bool,
               progress: bool, epochs_scale: float, train_config: Any, profile_resolutions: list[int] | None,
+              profile_options: dict[str, Any] | None,
               search_options: dict[str, Any] | None, device: str | None, time_budget: float | str | None,
               val_images: int | None, force_table: bool, int8: bool, ort_format: bool,
               supernet: str | os.PathLike[str] | None = None) -> dict[str, Any]:
@@ -138,7 +142,8 @@ def _generate(budget_ms: float, out: str | os.PathLike[str], *, data: str, space
             raise UserError(f"--table {table_path}: an fp32 latency table, but --int8 searches with INT8 latencies; give a "
                             "table written by `hwnas profile --int8` (or leave out --table to profile this machine)")
     else:
-        table_path, hit = cached_table(sp, int8=int8, resolutions=profile_resolutions, progress=progress)
+        table_path, hit = cached_table(sp, int8=int8, resolutions=profile_resolutions, progress=progress,
+                                       options=profile_options)
         table_cache = "hit" if hit else "miss"
         tab = load_table(table_path, sp)
     busy = trust_table(tab, table_path, given=table is not None, force=force_table)

@@ -37,14 +37,15 @@ def sized_search(net: Any, ds: Any, seconds: float, val_images: int) -> Any:
     t = time.perf_counter()
     evaluate_subnet(net, net.space.largest(), small, calib=calib)  # the dearest evaluation: an upper bound
     per_eval = max(time.perf_counter() - t, 1e-3)
-    # the predictor fits and NSGA-II runs take the rest: about 20% of the search, at least 3 s per round
+    # the predictor fits and NSGA-II runs take the rest: about 20% of the search. A round's NSGA-II gets 5% of
+    # it (at least 1 s: a few dozen generations on the predictor), so that a share of a few seconds is kept too
     n = max(8, int(0.8 * seconds / per_eval))
     init = max(6, int(0.55 * n))
     iterations = 3 if n >= 40 else 2
     per_iter = max(2, (n - init) // iterations)
     return SearchConfig(init_samples=init, iterations=iterations, candidates_per_iteration=per_iter,
                         cv_folds=min(5, max(2, init // 4)), predictors=["ridge", "gbt"],
-                        time_limit_s=max(3.0, 0.05 * seconds), generations=40)
+                        time_limit_s=max(1.0, 0.05 * seconds), generations=40)
 
 
 def export_reserve_s(net: Any, ds: Any, subnet: Any) -> float:

@@ -33,6 +33,17 @@ DEFAULT_CALIBRATION_SUBNETS = 80
 CAL_PREFIX = "net:"
 
 
+class ProfileOptions(BaseModel):
+    """How much a profile measures, for callers that profile on the user's behalf (`generate`): tests and
+    benchmarks shrink it; users get the defaults (`hwnas profile --calibration-subnets` is the CLI's knob)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    calibration_subnets: int = Field(default=DEFAULT_CALIBRATION_SUBNETS, ge=3,
+                                     description="whole subnets measured to fit the predictor")
+    protocol: MeasureProtocol = Field(default_factory=MeasureProtocol, description="how each graph is timed")
+
+
 def check_resolutions(space: Space, resolutions: list[int] | None) -> list[int]:
     if not resolutions:
         return list(space.resolutions)
