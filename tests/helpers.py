@@ -5,6 +5,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from hwnas.runtime import MeasureProtocol
+
+FAST_PROTOCOL = MeasureProtocol(warmup_runs=2, warmup_s=0.0, min_repeats=6, min_time_s=0.0, rounds=2, max_remeasure=0)
+"""A short measurement protocol for profiles whose timings only need to exist and be ordered roughly."""
+
 
 def perturb_bn(net: nn.Module, seed: int = 0) -> None:
     """Random BN statistics and affines, so that a wrong copy, slice or fold cannot pass by accident."""

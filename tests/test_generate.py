@@ -16,6 +16,8 @@ from hwnas.cli import main
 from hwnas.errors import UserError
 from hwnas.export import read_metadata
 
+from helpers import FAST_PROTOCOL
+
 TINY_TRAIN = {
     "schedule": "progressive",
     "phases": {name: {"epochs": 1, "lr": 0.05, "warmup_epochs": 0, "subnets_per_step": 1}
@@ -25,8 +27,7 @@ TINY_TRAIN = {
 TINY_SEARCH = {"pop_size": 8, "generations": 3, "init_samples": 6, "iterations": 1, "candidates_per_iteration": 3,
                "predictors": ["ridge"], "cv_folds": 2}
 # a profile of 12 whole subnets timed briefly: the tables' predictions matter here only as far as the tests say
-TINY_PROFILE = {"calibration_subnets": 12,
-                "protocol": {"warmup_runs": 2, "warmup_s": 0.0, "min_repeats": 6, "min_time_s": 0.0, "rounds": 2, "max_remeasure": 0}}
+TINY_PROFILE = {"calibration_subnets": 12, "protocol": FAST_PROTOCOL.model_dump()}
 KW = dict(space="mbv3-tiny", train_config=TINY_TRAIN, profile_resolutions=[12], profile_options=TINY_PROFILE,
           search_options=TINY_SEARCH, progress=False)
 

@@ -23,7 +23,7 @@ from hwnas.runtime import MeasureProtocol, make_session
 from hwnas.space import Encoding, Space, build_plan, load_space
 from hwnas.supernet.static import StaticNet, init_weights
 
-FAST = MeasureProtocol(warmup_runs=2, warmup_s=0.0, min_repeats=6, min_time_s=0.0, rounds=2, max_remeasure=0)
+from helpers import FAST_PROTOCOL as FAST
 
 
 def micro_space(name: str = "micro", num_classes: int = 3) -> Space:
