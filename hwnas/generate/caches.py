@@ -9,9 +9,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from hwnas.cache import cache_dir, digest
 from pydantic import ValidationError
 
+from hwnas.cache import cache_dir, digest
 from hwnas.errors import UserError
 from hwnas.fileio import format_validation_error
 from hwnas.progress import log as _log
@@ -20,8 +20,8 @@ from hwnas.progress import log as _log
 def table_cache_key(space, *, threads: int, provider: str, int8: bool, resolutions: list[int] | None,
                     options: Any = None) -> dict[str, Any]:
     """Everything that decides a latency table: the space, this machine, how it is measured, the code version.
-    `options` (a ProfileOptions other than the defaults) joins the key only when given, so the tables
-    profiled with the defaults keep their names."""
+    `options` (a ProfileOptions) joins the key only when given, so the tables profiled without any keep
+    their names."""
     from hwnas import __version__
     from hwnas.runtime import ortbench
 
