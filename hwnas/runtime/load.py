@@ -3,7 +3,8 @@
 A latency table profiled while another job runs is wrong in a way its own repeat measurements
 hide (the slowdown is steady), so the profiler watches the whole machine: total busy CPU time from
 /proc/stat minus this process's own CPU time, over the wall time. Elsewhere (no /proc/stat) it
-falls back to the 1-minute load average minus the threads we use.
+falls back to the 1-minute load average minus the threads we use. And how many CPUs this process may use
+(`usable_cpus`: training's threads and the INT8 quantiser's processes are sized from it).
 """
 
 from __future__ import annotations
@@ -14,6 +15,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 _PROC_STAT = Path("/proc/stat")
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on: its affinity mask, and a container's CPU quota (cgroup v2 cpu.max)
+    when it has one, since /proc/stat and torch's default count the host's CPUs."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota, period = f.read().split()[:2]
+        if quota != "max":
+            n = min(n, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, n)
 
 
 def _busy_seconds() -> float | None:

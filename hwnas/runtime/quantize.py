@@ -97,10 +97,9 @@ def _quantize_job(job: tuple[bytes, tuple[int, ...]]) -> bytes:
 
 def quantize_workers(jobs: int) -> int:
     """Processes for `quantize_many`: one per CPU this process may use (at most 8), never more than the jobs."""
-    import os
+    from hwnas.runtime.load import usable_cpus
 
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(cpus, 8, jobs))
+    return max(1, min(usable_cpus(), 8, jobs))
 
 
 def quantize_many(models: list[tuple[bytes, tuple[int, ...]]], *, workers: int | None = None,

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from hwnas.runtime.load import usable_cpus
+
 
 @dataclass(frozen=True)
 class DistContext:
@@ -126,20 +128,6 @@ def idle_cpus(sample_s: float = 0.2) -> float | None:
         return max(0.0, n - os.getloadavg()[0])
     except (OSError, AttributeError):
         return None
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on: its affinity mask, and a container's CPU quota (cgroup v2 cpu.max)
-    when it has one, since /proc/stat and torch's default count the host's CPUs."""
-    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    try:
-        with open("/sys/fs/cgroup/cpu.max") as f:
-            quota, period = f.read().split()[:2]
-        if quota != "max":
-            n = min(n, max(1, int(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return max(1, n)
 
 
 def choose_cpu_threads(cap: int, idle: float | None, local_processes: int = 1) -> int:
