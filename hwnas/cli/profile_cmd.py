@@ -44,10 +44,11 @@ def _target_flags(p: argparse.ArgumentParser) -> None:
 def _n_cal(args: argparse.Namespace) -> int:
     from hwnas.errors import UserError
     from hwnas.latency import DEFAULT_CALIBRATION_SUBNETS
+    from hwnas.latency.predictor import MIN_CALIBRATION_POINTS
 
     n = args.calibration_subnets if args.calibration_subnets is not None else DEFAULT_CALIBRATION_SUBNETS
-    if n < 3:
-        raise UserError(f"--calibration-subnets: need at least 3, got {n}")
+    if n < MIN_CALIBRATION_POINTS:
+        raise UserError(f"--calibration-subnets: need at least {MIN_CALIBRATION_POINTS}, got {n}")
     return n
 
 

@@ -29,6 +29,10 @@ RES_TERMS_MIN_POINTS = 6
 """Whole subnets needed at every resolution before a term per resolution is a candidate."""
 
 
+MIN_CALIBRATION_POINTS = 3
+"""Whole-subnet measurements a calibration needs at least (a profile's calibration subnets likewise)."""
+
+
 def fit_calibration(points: list[CalibrationPoint]) -> Calibration:
     """Fit the calibration on whole subnets measured end to end.
 
@@ -40,8 +44,8 @@ def fit_calibration(points: list[CalibrationPoint]) -> Calibration:
     networks, where fixed overheads matter most, count as much as large ones: the search cares
     about percentages around a budget). The form with the lowest leave-one-out error wins, so an
     extra term is only used when it predicts unseen subnets better."""
-    if len(points) < 3:
-        raise UserError(f"calibration needs at least 3 whole-subnet measurements, got {len(points)}")
+    if len(points) < MIN_CALIBRATION_POINTS:
+        raise UserError(f"calibration needs at least {MIN_CALIBRATION_POINTS} whole-subnet measurements, got {len(points)}")
     n = len(points)
     res = np.array([p.resolution for p in points])
     cols = {

@@ -20,7 +20,7 @@ from hwnas.latency.pieces import (
     all_pieces, compose, export_piece, input_shape, mixed_pool, net_keys, net_mparams, piece_overrides, sample_subnets,
     spread_evenly, structure_key,
 )
-from hwnas.latency.predictor import fit_calibration
+from hwnas.latency.predictor import MIN_CALIBRATION_POINTS, fit_calibration
 from hwnas.latency.table import (
     CalibrationPoint, EntryStats, Fingerprint, LatencyTable, NoiseReport, now_iso, space_digest,
 )
@@ -39,7 +39,7 @@ class ProfileOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    calibration_subnets: int = Field(default=DEFAULT_CALIBRATION_SUBNETS, ge=3,
+    calibration_subnets: int = Field(default=DEFAULT_CALIBRATION_SUBNETS, ge=MIN_CALIBRATION_POINTS,
                                      description="whole subnets measured to fit the predictor")
     protocol: MeasureProtocol = Field(default_factory=MeasureProtocol, description="how each graph is timed")
 
