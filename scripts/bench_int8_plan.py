@@ -16,7 +16,7 @@ import os
 import platform
 import time
 
-from hwnas.latency.profile import check_resolutions, make_plan
+from hwnas.latency.profile import DEFAULT_CALIBRATION_SUBNETS, check_resolutions, make_plan
 from hwnas.runtime.quantize import quantize_workers
 from hwnas.space import load_space
 
@@ -25,7 +25,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--spaces", nargs="+", default=["mbv3-tiny"])
     ap.add_argument("--resolutions", nargs="+", type=int, default=None, help="default: all of the space's")
-    ap.add_argument("--calibration-subnets", type=int, default=80)
+    ap.add_argument("--calibration-subnets", type=int, default=DEFAULT_CALIBRATION_SUBNETS)
     a = ap.parse_args()
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f} "
           f"at start, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
