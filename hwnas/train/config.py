@@ -142,7 +142,7 @@ class TrainConfig(_Strict):
         "trained with, free; another crop, flip and cutout than the student's), or on the student's view ('student': "
         "one more forward of the largest per student, without gradients: on cifar10-small +0.20 points over two seeds at "
         "11 epochs and +1.31 at 18.7 epochs, for 14-27% more time per distilling step; in equal time (17.06 epochs "
-        "against 18.73, one seed) 0.82 points below 'teacher', BENCHMARKS.md)")
+        "against 18.73, two seeds) 0.75 points below 'teacher', BENCHMARKS.md)")
     kd_start: float = Field(
         default=0.0, ge=0, lt=1,
         description="share of each teaching phase's iterations trained on labels alone before the teacher's soft targets "
