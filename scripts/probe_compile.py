@@ -5,7 +5,7 @@ generate's direct route and fine-tuning (`train_network`) train one static subne
 would be compiled once per network, unlike the elastic supernet (a new graph for each subnet shape).
 This script times one fwd+bwd+SGD step (batch 128, channels_last, random data, label smoothing) of the
 smallest, one middle and the largest subnet of mbv3-cifar, eager against `torch.compile` (inductor,
-default mode): the first step (for compile, the compile time) and the median and fastest of the next 6.
+default mode): the first step (for compile, the compile time) and the median of the next `--steps` (6).
 
     python scripts/probe_compile.py --threads 2
 """
