@@ -66,8 +66,9 @@ class PhaseConfig(_Strict):
         "of the phase only; on the others it runs forward without gradient when it teaches in place, and not at all "
         "when nobody distils. The largest costs about two thirds of a small-image sandwich step, so with N = 2 a "
         "step can train one more random subnet for about the same time: measured with 4 subnets per step at 18.7 "
-        "epochs on cifar10-small, -1.39 / +0.62 points mean inherited accuracy over two seeds (the same time), so off "
-        "(BENCHMARKS.md)")
+        "epochs on cifar10-small, -1.39 / +0.62 points mean inherited accuracy over two seeds (the same time); with "
+        "3 per step and the time it saves spent on epochs (25.5 against 18.7 in equal time), +1.81 on one seed, "
+        "not yet confirmed on a second, so off (BENCHMARKS.md)")
     reorder_channels: bool = Field(default=False, description="sort expanded channels by importance when the phase starts")
     depth_weights: dict[int, list[float]] = Field(
         default_factory=dict,
