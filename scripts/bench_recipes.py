@@ -13,9 +13,10 @@ supernet's throughput and wall time.
 A variant is a name and the training-config fields it changes (YAML, deep-merged onto the default
 config: `{kd_weight: 0}`, `{schedule: progressive}`, `{phases: {sandwich: {lr: 0.05}}}`, or a full
 `phases` list whose epochs are shares of the total). WORK keeps everything; a piece whose result
-JSON exists is not redone. The alone trainings and the variants run as `--jobs` parallel processes
-(each trains with 1 CPU thread; on a GPU they share the device, which is launch-bound, so parallel
-runs cost little).
+JSON exists is not redone, and a variant killed mid-training goes on from its last checkpoint
+(`train --resume`, so a run can span sessions; its wall time is then not recorded). The alone
+trainings and the variants run as `--jobs` parallel processes (each trains with 1 CPU thread; on a
+GPU they share the device, which is launch-bound, so parallel runs cost little).
 
     flock /tmp/hwnas-heavy.lock python scripts/bench_recipes.py --work /work/bench/rec --epochs 4 --jobs 2 \\
         --variant sandwich '{}' --variant kd0 '{kd_weight: 0}'
@@ -71,6 +72,11 @@ def resolved_config(space: Any, data: str, over: dict[str, Any], epochs: float) 
     return cfg.model_copy(update={"eval_at": "end", "eval_subnets": 0}).model_dump(mode="json")
 
 
+def fmt_seconds(s: float | None) -> str:
+    """A wall time for the table; `–` for a run resumed across invocations (no single wall time)."""
+    return "–" if s is None else f"{s:.0f}"
+
+
 def variant_job(*, out: str, name: str, over: dict[str, Any], data: str, epochs: float, device: str) -> dict[str, Any]:
     """(worker) Train one variant's supernet with the CLI, evaluate the 8 subnets inherited; write and return the result."""
     from scipy.stats import spearmanr
@@ -89,17 +95,19 @@ def variant_job(*, out: str, name: str, over: dict[str, Any], data: str, epochs:
     ckpt = w / "sn.pt"
     train: dict[str, Any] = read_json(w / "train.json") if (w / "train.json").is_file() else {}
     if not train:
-        if ckpt.exists():
-            ckpt.unlink()  # a killed run
+        # a killed run goes on from its last checkpoint (`train --resume` is exact); its wall time then spans
+        # several invocations and is not recorded (`train_seconds_total` still is)
+        resume = ckpt.exists()
         t0 = time.time()
-        log(f"variant {name}: training {epochs:g} epochs ({cfg['schedule']})")
+        log(f"variant {name}: {'resuming' if resume else 'training'} {epochs:g} epochs ({cfg['schedule']})")
         r = subprocess.run([sys.executable, "-m", "hwnas", "train", "--space", str(work / "space.yaml"), "--data", data,
                             "--out", str(ckpt), "--config", str(w / "cfg.yaml"), "--json", "--no-progress",
-                            "--device", device], capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+                            "--device", device] + (["--resume"] if resume else []),
+                           capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
         if r.returncode:
             raise RuntimeError(f"{name}: hwnas train failed (exit {r.returncode}):\n{r.stderr[-3000:]}")
         train = json.loads(r.stdout.strip().splitlines()[-1])
-        train["wall_s"] = time.time() - t0
+        train["wall_s"] = None if resume else time.time() - t0
         write_json(w / "train.json", train)
     sup, _ = load_supernet(ckpt, map_location=device)
     subs = [space.validate_subnet(s) for s in read_json(work / "subnets.json")]
@@ -266,7 +274,7 @@ def main() -> int:
             diff = float(np.mean(np.array(inh) - np.array(alone_acc)))
             tau = float(kendalltau(inh, alone_acc).statistic)
         print(f"| {r['name']} | `{json.dumps(r['config'])}` | {r['mean_inherited']:.4f} | {diff:+.4f} | {tau:+.2f} | "
-              f"{r['spearman']:+.2f} | {ends} | {r['images_per_s'] or 0:.0f} | {r['wall_s']:.0f} |")
+              f"{r['spearman']:+.2f} | {ends} | {r['images_per_s'] or 0:.0f} | {fmt_seconds(r['wall_s'])} |")
     if alone_acc:  # where each variant loses: the per-subnet gaps
         print("\ninherited - alone per subnet (points)\n")
         print("| variant | " + " | ".join(str(i) for i in idx) + " |")
