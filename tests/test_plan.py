@@ -372,39 +372,6 @@ def test_the_probe_times_a_costlier_teaching_step_apart(monkeypatch: pytest.Monk
     assert label == {} and costs["sandwich"] == pytest.approx(0.25)  # every step teaches
 
 
-def test_the_probe_prices_the_label_only_start_of_largest_every_apart(monkeypatch: pytest.MonkeyPatch):
-    """With `largest_every: 2` the steps that do not train the largest still run its forward to teach after kd_start,
-    but not before it, so the label-only start is cheaper and is timed apart (timing only teaching steps planned a
-    run with that option short of its budget: by an estimated 3-4% on cifar10-small, from the probe's step costs)."""
-    import hwnas.train.probe as probe
-    from hwnas.supernet import Supernet
-
-    clock = [0.0]
-    seen: list[tuple[bool, bool]] = []
-
-    def priced(model, forward, x, y, subs, phase, cfg, teacher, teach=True, train_largest=True, **k):
-        seen.append((teach, train_largest))
-        clock[0] += 0.25 if train_largest else (0.15 if teach else 0.05)  # the largest's forward: 0.10
-        return torch.zeros(())
-
-    monkeypatch.setattr(probe, "step_loss", priced)
-    monkeypatch.setattr(probe, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
-    space, ds = micro_space(), tiny_dataset(n_train=16)
-    base = default_config(space, "x").model_copy(update={"batch_size": 8, "kd_start": 0.3})
-    phase = base.phases[0].model_copy(update={"largest_every": 2})
-    every2 = base.model_copy(update={"phases": [phase]})
-    cpu = torch.device("cpu")
-    costs, _, label = probe.probe_costs(Supernet(space), every2, space, ds, cpu, evaluation=False)
-    assert label == {"sandwich": pytest.approx((0.25 + 0.05) / 2)}  # half the steps train the largest
-    assert costs["sandwich"] == pytest.approx(0.3 * 0.15 + 0.7 * (0.25 + 0.15) / 2)
-    assert (True, False) in seen and (False, False) in seen and (False, True) in seen
-    costs, _, label = probe.probe_costs(Supernet(space), base, space, ds, cpu, evaluation=False)
-    assert label == {} and costs["sandwich"] == pytest.approx(0.25)  # every step trains the largest: one price
-    no_kd = every2.model_copy(update={"kd_weight": 0.0})
-    costs, _, label = probe.probe_costs(Supernet(space), no_kd, space, ds, cpu, evaluation=False)
-    assert label == {}  # nobody teaches: the price of a step is the same before kd_start and after
-
-
 def test_replanning_expects_the_label_only_start_to_be_cheaper():
     """On plan: 20 of 100 iterations done at the label price, the rest as planned fits the deadline exactly; the
     re-plan must keep the plan, not read the cheap start as a fast machine and stretch the run by half."""

@@ -85,13 +85,10 @@ def probe_costs(model: Supernet, cfg: TrainConfig, space: Space, ds: Dataset, de
 
 def teaching_adds_forward(cfg: TrainConfig, phase: PhaseConfig) -> bool:
     """Whether a step after `kd_start` runs a forward that a label-only step before it does not (a frozen teacher's,
-    the in-place teacher's on each student's view, or, with `largest_every` > 1, the largest's forward without
-    gradient on the steps it does not train), so the two parts of the phase are timed apart."""
+    or the in-place teacher's on each student's view), so the two parts of the phase are timed apart."""
     if cfg.kd_start <= 0 or cfg.kd_weight <= 0:
         return False
-    if phase.teacher == "inplace":
-        return cfg.kd_view == "student" or phase.largest_every > 1
-    return phase.teacher == "frozen"
+    return phase.teacher == "frozen" or (phase.teacher == "inplace" and cfg.kd_view == "student")
 
 
 def _mean_step_seconds(probe: Supernet, cfg: TrainConfig, space: Space, ds: Dataset, phase: PhaseConfig, index: int,
