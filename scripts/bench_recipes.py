@@ -43,7 +43,7 @@ import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_supernet_quality import (DEFAULT_DATA, Job, log, macs_of, make_subset, pick_subnets, r32_space,  # noqa: E402
+from bench_supernet_quality import (DEFAULT_DATA, Job, fmt, log, macs_of, make_subset, pick_subnets, r32_space,  # noqa: E402
                                     read_json, run_pool, train_alone_job, write_json, _zero_init)
 
 PRESET_VARIANTS: dict[str, str] = {
@@ -70,11 +70,6 @@ def resolved_config(space: Any, data: str, over: dict[str, Any], epochs: float) 
     scale = epochs / cfg.total_epochs
     cfg = cfg.with_epochs({p.name: p.epochs * scale for p in cfg.phases})
     return cfg.model_copy(update={"eval_at": "end", "eval_subnets": 0}).model_dump(mode="json")
-
-
-def fmt_seconds(s: float | None) -> str:
-    """A wall time for the table; `–` for a run resumed across invocations (no single wall time)."""
-    return "–" if s is None else f"{s:.0f}"
 
 
 def variant_job(*, out: str, name: str, over: dict[str, Any], data: str, epochs: float, device: str) -> dict[str, Any]:
@@ -274,7 +269,7 @@ def main() -> int:
             diff = float(np.mean(np.array(inh) - np.array(alone_acc)))
             tau = float(kendalltau(inh, alone_acc).statistic)
         print(f"| {r['name']} | `{json.dumps(r['config'])}` | {r['mean_inherited']:.4f} | {diff:+.4f} | {tau:+.2f} | "
-              f"{r['spearman']:+.2f} | {ends} | {r['images_per_s'] or 0:.0f} | {fmt_seconds(r['wall_s'])} |")
+              f"{r['spearman']:+.2f} | {ends} | {r['images_per_s'] or 0:.0f} | {fmt(r['wall_s'], '.0f')} |")
     if alone_acc:  # where each variant loses: the per-subnet gaps
         print("\ninherited - alone per subnet (points)\n")
         print("| variant | " + " | ".join(str(i) for i in idx) + " |")
